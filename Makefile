@@ -1,0 +1,77 @@
+# Entry points. The two a new user needs (see README.md):
+#   make local-install   the main job on the embedded local control plane
+#   make test            every test (what CI runs)
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+COLLECTION_LINK := .build/collections/ansible_collections/langfuse_ops/platform
+LOCALENV := tests/localenv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: venv binaries cluster-up cluster-down services-up services-down localenv-up localenv-down \
+        local-install lint syntax sanity unit integration molecule test clean
+
+venv: $(VENV)/.installed $(COLLECTION_LINK)
+
+$(VENV)/.installed: requirements/runtime.txt requirements/test.txt requirements/constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is needed ($(PYTHON) not found)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements/test.txt -c requirements/constraints.txt
+	touch $@
+
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn $(CURDIR) $@
+
+binaries:
+	$(LOCALENV)/build-binaries.sh
+
+cluster-up: venv
+	$(LOCALENV)/cluster.sh up
+
+cluster-down:
+	$(LOCALENV)/cluster.sh down
+
+services-up: venv
+	$(LOCALENV)/services.sh up
+
+services-down:
+	$(LOCALENV)/services.sh down
+
+localenv-up: cluster-up services-up
+
+localenv-down: cluster-down services-down
+
+# The main job: install Langfuse onto the local control plane.
+local-install: localenv-up
+	source <($(LOCALENV)/cluster.sh env) && source <($(LOCALENV)/services.sh env) && \
+	  ansible-playbook playbooks/install.yml -i inventories/local
+
+lint: venv
+	yamllint -s .
+	ansible-lint
+
+syntax: venv
+	for p in playbooks/*.yml; do ansible-playbook --syntax-check -i inventories/local "$$p"; done
+
+sanity: venv
+	tests/run-sanity.sh
+
+unit: venv
+	pytest -q tests/unit
+
+integration: localenv-up
+	source <($(LOCALENV)/cluster.sh env) && source <($(LOCALENV)/services.sh env) && \
+	  pytest -q tests/integration
+
+molecule: localenv-up
+	source <($(LOCALENV)/cluster.sh env) && source <($(LOCALENV)/services.sh env) && \
+	  molecule test -s local
+
+test: lint syntax sanity unit integration molecule
+
+clean: localenv-down
+	rm -rf .build

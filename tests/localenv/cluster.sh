@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The local test cluster: the real control plane (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler) run by `kwokctl --runtime binary`,
+# with KWOK playing three nodes in three zones. Everything binds 127.0.0.1.
+#
+#   cluster.sh up       build binaries if needed, start the cluster, wait Ready
+#   cluster.sh down     stop it and delete its state
+#   cluster.sh status   say whether it is up
+#   cluster.sh env      print the exports that point kubectl/helm/ansible at it
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+: "${LOCALENV_CLUSTER_NAME:=langfuse-ops}"
+: "${LOCALENV_APISERVER_PORT:=16443}"
+: "${LOCALENV_PYTHON:=$LOCALENV_DIR/../../.venv/bin/python}"
+export KWOK_WORKDIR="$LOCALENV_STATE/kwok"
+KUBECONFIG_PATH="$LOCALENV_STATE/kubeconfig"
+KWOKCTL="$(kwok_bin_dir)/kwokctl"
+KUBECTL="$(k8s_bin_dir)/kubectl"
+
+kctl() { "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+api_up() { [ -f "$KUBECONFIG_PATH" ] && kctl get --raw /readyz >/dev/null 2>&1; }
+
+print_env() {
+  cat <<ENV
+export KUBECONFIG=$KUBECONFIG_PATH
+export PATH=$(k8s_bin_dir):$(helm_bin_dir):$(kwok_bin_dir):\$PATH
+ENV
+}
+
+write_config() {
+  local bins
+  bins=$(printf '{"kubeApiserverBinary":"%s","kubeControllerManagerBinary":"%s","kubeSchedulerBinary":"%s","kubectlBinary":"%s","etcdBinary":"%s","kwokControllerBinary":"%s"}' \
+    "$(k8s_bin_dir)/kube-apiserver" "$(k8s_bin_dir)/kube-controller-manager" "$(k8s_bin_dir)/kube-scheduler" \
+    "$(k8s_bin_dir)/kubectl" "$(etcd_bin_dir)/etcd" "$(kwok_bin_dir)/kwok")
+  [ -x "$LOCALENV_PYTHON" ] || die "no Python with PyYAML at $LOCALENV_PYTHON: run 'make venv' first (or set LOCALENV_PYTHON)"
+  "$LOCALENV_PYTHON" "$LOCALENV_DIR/kwok_config.py" "$(kwok_bin_dir)/stage" "$LOCALENV_KUBERNETES_VERSION" "$bins" "$LOCALENV_STATE/kwok.yaml"
+}
+
+seed_cluster() {
+  log "adding 3 KWOK nodes in zones a/b/c and the 'standard' StorageClass"
+  kctl apply -f "$LOCALENV_DIR/manifests/" >/dev/null
+  kctl wait --for=condition=Ready node --all --timeout=60s >/dev/null
+  # The namespace controller creates it; the API refuses pods until it exists.
+  for _ in $(seq 100); do kctl -n default get serviceaccount default >/dev/null 2>&1 && return 0; sleep 0.2; done
+  die "the default ServiceAccount never appeared: kube-controller-manager is not working (see $KWOK_WORKDIR/clusters/$LOCALENV_CLUSTER_NAME/logs)"
+}
+
+up() {
+  local start=$SECONDS
+  if api_up; then log "cluster '$LOCALENV_CLUSTER_NAME' already up"; print_env; return; fi
+  "$LOCALENV_DIR/build-binaries.sh"
+  # A cluster whose processes are gone (machine restarted) is thrown away.
+  "$KWOKCTL" delete cluster --name "$LOCALENV_CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1 || true
+  require_free_port "$LOCALENV_APISERVER_PORT" kube-apiserver
+  mkdir -p "$LOCALENV_STATE"
+  write_config
+  log "starting cluster '$LOCALENV_CLUSTER_NAME' ($LOCALENV_KUBERNETES_VERSION) on https://127.0.0.1:$LOCALENV_APISERVER_PORT"
+  "$KWOKCTL" create cluster --name "$LOCALENV_CLUSTER_NAME" -c "$LOCALENV_STATE/kwok.yaml" \
+    --kube-apiserver-port "$LOCALENV_APISERVER_PORT" --kubeconfig "$KUBECONFIG_PATH" \
+    --wait 120s >"$LOCALENV_STATE/kwokctl-create.log" 2>&1 \
+    || { tail -n 30 "$LOCALENV_STATE/kwokctl-create.log" >&2; die "kwokctl could not create the cluster (full log: $LOCALENV_STATE/kwokctl-create.log)"; }
+  seed_cluster
+  log "cluster up in $((SECONDS - start))s; kubeconfig: $KUBECONFIG_PATH"
+  print_env
+}
+
+down() {
+  [ -x "$KWOKCTL" ] || { log "kwokctl not built: nothing to stop"; return; }
+  "$KWOKCTL" delete cluster --name "$LOCALENV_CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1 || true
+  rm -rf "$KWOK_WORKDIR" "$KUBECONFIG_PATH"
+  log "cluster '$LOCALENV_CLUSTER_NAME' stopped"
+}
+
+status() {
+  if api_up; then
+    log "cluster '$LOCALENV_CLUSTER_NAME' is up: $(kctl version -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p' | tail -n1)"
+    kctl get nodes -L topology.kubernetes.io/zone
+  else
+    log "cluster '$LOCALENV_CLUSTER_NAME' is down"; return 1
+  fi
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  env) print_env ;;
+  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac

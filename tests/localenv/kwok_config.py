@@ -1,0 +1,122 @@
+"""Writes the kwokctl configuration of the local test cluster.
+
+kwokctl replaces its default Stages as soon as a configuration names any
+Stage, so this copies kwok's own defaults (from the kwok module that built
+kwokctl, so they always match its version) and adds what our tests need:
+
+* pods labelled ``localenv.langfuse-ops.io/never-ready`` start but never turn
+  Ready (failed-rollout tests); the default pod-ready Stage skips them;
+* PVCs of the ``standard`` StorageClass get a bound PV (StatefulSets with
+  volumeClaimTemplates become Ready), using kwok's volume Stages.
+
+Usage: kwok_config.py KWOK_STAGE_DIR KUBE_VERSION BINDIR_JSON OUT
+"""
+import json
+import sys
+
+import yaml
+
+NEVER_READY_LABEL = "localenv.langfuse-ops.io/never-ready"
+STORAGE_CLASS = "standard"
+
+DEFAULT_STAGES = [
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+    "volume/fast/pvc-provision.yaml",
+    "volume/fast/pv-bind.yaml",
+    "volume/fast/pvc-delete.yaml",
+    "volume/fast/pv-delete.yaml",
+]
+
+NEVER_READY_STAGE = {
+    "apiVersion": "kwok.x-k8s.io/v1alpha1",
+    "kind": "Stage",
+    "metadata": {"name": "pod-never-ready"},
+    "spec": {
+        "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+        "selector": {
+            "matchExpressions": [
+                {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+                {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
+                {"cel": {"expression": f"has(self.metadata.labels) && '{NEVER_READY_LABEL}' in self.metadata.labels"}},
+            ]
+        },
+        "next": {
+            "statusTemplate": """\
+{{ $now := Now }}
+conditions:
+- lastTransitionTime: {{ $now | Quote }}
+  status: "True"
+  type: Initialized
+- lastTransitionTime: {{ $now | Quote }}
+  status: "False"
+  reason: ContainersNotReady
+  type: Ready
+- lastTransitionTime: {{ $now | Quote }}
+  status: "False"
+  reason: ContainersNotReady
+  type: ContainersReady
+containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: false
+  started: true
+  restartCount: 0
+  state:
+    running:
+      startedAt: {{ $now | Quote }}
+{{ end }}
+{{ $podIPs := PodIPsWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) }}
+{{ with $podIPs }}
+podIP: {{ index . 0 | Quote }}
+podIPs:
+{{ range . }}
+- ip: {{ . | Quote }}
+{{ end }}
+{{ end }}
+phase: Running
+startTime: {{ $now | Quote }}
+"""
+        },
+    },
+}
+
+
+def load_stage(stage_dir, rel):
+    with open(f"{stage_dir}/{rel}") as f:
+        stage = yaml.safe_load(f)
+    exprs = stage["spec"].get("selector", {}).get("matchExpressions", [])
+    name = stage["metadata"]["name"]
+    if name == "pod-ready":
+        exprs.append({"cel": {"expression": f"!has(self.metadata.labels) || !('{NEVER_READY_LABEL}' in self.metadata.labels)"}})
+    for expr in exprs:
+        cel = expr.get("cel", {})
+        if "kwok-volume" in cel.get("expression", ""):
+            cel["expression"] = cel["expression"].replace("'kwok-volume'", f"'{STORAGE_CLASS}'")
+    return stage
+
+
+def main(stage_dir, kube_version, binaries_json, out):
+    binaries = json.loads(binaries_json)
+    kwokctl = {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokctlConfiguration",
+        "options": {
+            "runtime": "binary",
+            "kubeVersion": kube_version,
+            # Everything listens on loopback only (kwokctl's default is 0.0.0.0).
+            "bindAddress": "127.0.0.1",
+            **binaries,
+        },
+    }
+    docs = [kwokctl] + [load_stage(stage_dir, rel) for rel in DEFAULT_STAGES] + [NEVER_READY_STAGE]
+    with open(out, "w") as f:
+        yaml.safe_dump_all(docs, f, sort_keys=False)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
