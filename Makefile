@@ -58,20 +58,22 @@ syntax: venv
 	for p in playbooks/*.yml; do ansible-playbook --syntax-check -i inventories/local "$$p"; done
 
 sanity: venv
+	$(LOCALENV)/system-packages.sh
 	tests/run-sanity.sh
 
 unit: venv
-	pytest -q tests/unit
+	tests/pytest.sh tests/unit
 
 integration: localenv-up
 	source <($(LOCALENV)/cluster.sh env) && source <($(LOCALENV)/services.sh env) && \
-	  pytest -q tests/integration
+	  tests/pytest.sh tests/integration
 
 molecule: localenv-up
 	source <($(LOCALENV)/cluster.sh env) && source <($(LOCALENV)/services.sh env) && \
 	  molecule test -s local
 
-test: lint syntax sanity unit integration molecule
+test: venv
+	tests/run-all.sh
 
 clean: localenv-down
 	rm -rf .build

@@ -37,7 +37,7 @@ build_etcd() {
   mkdir -p "$mod"
   # server/v3's own go.mod replaces its siblings with ../ paths, which only work
   # in etcd's repo; from a scratch module the published versions are used.
-  (cd "$mod" && [ -f go.mod ] || (cd "$mod" && go mod init localenv/etcd >/dev/null 2>&1))
+  [ -f "$mod/go.mod" ] || (cd "$mod" && go mod init localenv/etcd >/dev/null 2>&1)
   (cd "$mod" && go get "go.etcd.io/etcd/server/v3@$LOCALENV_ETCD_VERSION" >/dev/null \
      && go build -trimpath -o "$tmp/etcd" go.etcd.io/etcd/server/v3)
   install_dir "$dir" "$tmp"
@@ -90,12 +90,12 @@ build_kwok() {
   cached "$dir" kwok kwokctl && [ -d "$dir/stage" ] && { log "kwok $LOCALENV_KWOK_VERSION: cached"; return; }
   log "kwok/kwokctl $LOCALENV_KWOK_VERSION: building"
   local tmp; tmp=$(mktemp -d "$LOCALENV_CACHE/tmp.XXXX")
-  GOBIN="$tmp" GOFLAGS= go install -trimpath \
+  GOBIN="$tmp" GOFLAGS='' go install -trimpath \
     -ldflags "-X sigs.k8s.io/kwok/pkg/consts.Version=$LOCALENV_KWOK_VERSION" \
     "sigs.k8s.io/kwok/cmd/kwok@$LOCALENV_KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$LOCALENV_KWOK_VERSION"
   # kwok's default Stages, from the same module, for kwok_config.py to extend.
   local src
-  src=$(GOFLAGS= go mod download -json "sigs.k8s.io/kwok@$LOCALENV_KWOK_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
+  src=$(GOFLAGS='' go mod download -json "sigs.k8s.io/kwok@$LOCALENV_KWOK_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
   cp -r "$src/kustomize/stage" "$tmp/stage" && chmod -R u+w "$tmp/stage"
   install_dir "$dir" "$tmp"
 }
@@ -105,7 +105,7 @@ build_helm() {
   cached "$dir" helm && { log "helm $LOCALENV_HELM_VERSION: cached"; return; }
   log "helm $LOCALENV_HELM_VERSION: building"
   local tmp; tmp=$(mktemp -d "$LOCALENV_CACHE/tmp.XXXX")
-  GOBIN="$tmp" GOFLAGS= go install -trimpath \
+  GOBIN="$tmp" GOFLAGS='' go install -trimpath \
     -ldflags "-X helm.sh/helm/v3/internal/version.version=$LOCALENV_HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
     "helm.sh/helm/v3/cmd/helm@$LOCALENV_HELM_VERSION"
   install_dir "$dir" "$tmp"
@@ -115,7 +115,7 @@ main() {
   local start=$SECONDS targets=("$@")
   [ ${#targets[@]} -gt 0 ] || targets=(etcd kwok helm kubernetes)
   mkdir -p "$LOCALENV_CACHE"
-  cached "$(k8s_bin_dir)" kubectl && cached "$(etcd_bin_dir)" etcd || check_proxy
+  if ! cached "$(k8s_bin_dir)" kubectl || ! cached "$(etcd_bin_dir)" etcd; then check_proxy; fi
   for t in "${targets[@]}"; do "build_$t"; done
   log "binaries ready in $((SECONDS - start))s under $LOCALENV_CACHE"
 }

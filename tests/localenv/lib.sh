@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the local test environment scripts (sourced, not run).
 LOCALENV_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env

@@ -22,23 +22,6 @@ SVC="$LOCALENV_STATE/services"
 PG_BIN=/usr/lib/postgresql/15/bin
 ENV_FILE="$SVC/services.env"
 
-install_packages() {
-  local missing=()
-  [ -x "$PG_BIN/postgres" ] || missing+=(postgresql-15)
-  command -v psql >/dev/null || missing+=(postgresql-client-15)
-  command -v redis-server >/dev/null || missing+=(redis-server)
-  command -v clickhouse-server >/dev/null || missing+=(clickhouse-server clickhouse-client)
-  [ ${#missing[@]} -eq 0 ] && return
-  [ "$(id -u)" -eq 0 ] || die "missing Debian packages: ${missing[*]}; install them (sudo apt-get install ${missing[*]})"
-  log "installing ${missing[*]} from Debian"
-  # policy-rc.d keeps the packages' own services (on their default ports) from starting.
-  local policy_created=0
-  [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; policy_created=1; }
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >"$LOCALENV_STATE/apt.log" 2>&1 \
-    || die "apt-get could not install ${missing[*]} (is the Debian mirror reachable?); see $LOCALENV_STATE/apt.log"
-  [ $policy_created -eq 0 ] || rm -f /usr/sbin/policy-rc.d
-}
-
 random_password() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' | head -c 32; }
 
 write_env_file() {
@@ -186,8 +169,9 @@ check_ready() {
 
 up() {
   mkdir -p "$SVC"; chmod 755 "$LOCALENV_STATE" "$SVC"
-  install_packages
+  "$LOCALENV_DIR/system-packages.sh"
   write_env_file
+  # shellcheck source=/dev/null
   set -a; . "$ENV_FILE"; set +a
   start_postgres; start_redis; start_clickhouse; start_s3
   check_ready
@@ -212,6 +196,7 @@ down() {
 
 status() {
   [ -f "$ENV_FILE" ] || { log "services are down"; return 1; }
+  # shellcheck source=/dev/null
   set -a; . "$ENV_FILE"; set +a
   check_ready && log "postgres, redis, clickhouse, s3: up"
 }
