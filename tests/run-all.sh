@@ -2,7 +2,7 @@
 # Every test, one make stage at a time, so a red run says which stage failed;
 # all stages run even after a failure. Called by `make test`.
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 start=$SECONDS
 passed=0 failed=0 failed_names=()
 for stage in lint syntax sanity unit integration molecule; do
