@@ -13,6 +13,9 @@ set -euo pipefail
 : "${LOCALENV_CLUSTER_NAME:=langfuse-ops}"
 : "${LOCALENV_APISERVER_PORT:=16443}"
 : "${LOCALENV_PYTHON:=$LOCALENV_DIR/../../.venv/bin/python}"
+# The stand-in Langfuse server that port-forwards to web/worker pods reach.
+: "${LOCALENV_STANDIN_WEB_PORT:=13000}"
+STANDIN_PID="$LOCALENV_STATE/standin-web.pid"
 export KWOK_WORKDIR="$LOCALENV_STATE/kwok"
 KUBECONFIG_PATH="$LOCALENV_STATE/kubeconfig"
 KWOKCTL="$(kwok_bin_dir)/kwokctl"
@@ -35,7 +38,8 @@ write_config() {
     "$(k8s_bin_dir)/kube-apiserver" "$(k8s_bin_dir)/kube-controller-manager" "$(k8s_bin_dir)/kube-scheduler" \
     "$(k8s_bin_dir)/kubectl" "$(etcd_bin_dir)/etcd" "$(kwok_bin_dir)/kwok")
   [ -x "$LOCALENV_PYTHON" ] || die "no Python with PyYAML at $LOCALENV_PYTHON: run 'make venv' first (or set LOCALENV_PYTHON)"
-  "$LOCALENV_PYTHON" "$LOCALENV_DIR/kwok_config.py" "$(kwok_bin_dir)/stage" "$LOCALENV_KUBERNETES_VERSION" "$bins" "$LOCALENV_STATE/kwok.yaml"
+  "$LOCALENV_PYTHON" "$LOCALENV_DIR/kwok_config.py" "$(kwok_bin_dir)/stage" "$LOCALENV_KUBERNETES_VERSION" "$bins" \
+    "$LOCALENV_STANDIN_WEB_PORT" "$LOCALENV_STATE/kwok.yaml"
 }
 
 seed_cluster() {
@@ -47,9 +51,22 @@ seed_cluster() {
   die "the default ServiceAccount never appeared: kube-controller-manager is not working (see $KWOK_WORKDIR/clusters/$LOCALENV_CLUSTER_NAME/logs)"
 }
 
+start_standin_web() {
+  if [ -f "$STANDIN_PID" ] && kill -0 "$(cat "$STANDIN_PID")" 2>/dev/null; then return; fi
+  require_free_port "$LOCALENV_STANDIN_WEB_PORT" "the stand-in Langfuse server"
+  KUBECONFIG="$KUBECONFIG_PATH" nohup "$LOCALENV_PYTHON" "$LOCALENV_DIR/../standins/langfuse_web.py" "$LOCALENV_STANDIN_WEB_PORT" \
+    >"$LOCALENV_STATE/standin-web.log" 2>&1 &
+  echo $! >"$STANDIN_PID"
+  wait_for_port "$LOCALENV_STANDIN_WEB_PORT" "the stand-in Langfuse server"
+}
+
+stop_standin_web() {
+  if [ -f "$STANDIN_PID" ]; then kill "$(cat "$STANDIN_PID")" 2>/dev/null || true; rm -f "$STANDIN_PID"; fi
+}
+
 up() {
   local start=$SECONDS
-  if api_up; then log "cluster '$LOCALENV_CLUSTER_NAME' already up"; print_env; return; fi
+  if api_up; then start_standin_web; log "cluster '$LOCALENV_CLUSTER_NAME' already up"; print_env; return; fi
   "$LOCALENV_DIR/build-binaries.sh"
   # A cluster whose processes are gone (machine restarted) is thrown away.
   "$KWOKCTL" delete cluster --name "$LOCALENV_CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1 || true
@@ -62,11 +79,13 @@ up() {
     --wait 120s >"$LOCALENV_STATE/kwokctl-create.log" 2>&1 \
     || { tail -n 30 "$LOCALENV_STATE/kwokctl-create.log" >&2; die "kwokctl could not create the cluster (full log: $LOCALENV_STATE/kwokctl-create.log)"; }
   seed_cluster
+  start_standin_web
   log "cluster up in $((SECONDS - start))s; kubeconfig: $KUBECONFIG_PATH"
   print_env
 }
 
 down() {
+  stop_standin_web
   [ -x "$KWOKCTL" ] || { log "kwokctl not built: nothing to stop"; return; }
   "$KWOKCTL" delete cluster --name "$LOCALENV_CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1 || true
   rm -rf "$KWOK_WORKDIR" "$KUBECONFIG_PATH"

@@ -9,7 +9,11 @@ kwokctl, so they always match its version) and adds what our tests need:
 * PVCs of the ``standard`` StorageClass get a bound PV (StatefulSets with
   volumeClaimTemplates become Ready), using kwok's volume Stages.
 
-Usage: kwok_config.py KWOK_STAGE_DIR KUBE_VERSION BINDIR_JSON OUT
+It also sends port-forwards to the Langfuse ports (web 3000, worker 3030) of
+any pod to the stand-in Langfuse server (tests/standins/langfuse_web.py) on
+127.0.0.1, so health checks run their real port-forward path.
+
+Usage: kwok_config.py KWOK_STAGE_DIR KUBE_VERSION BINDIR_JSON STANDIN_WEB_PORT OUT
 """
 import json
 import sys
@@ -100,7 +104,20 @@ def load_stage(stage_dir, rel):
     return stage
 
 
-def main(stage_dir, kube_version, binaries_json, out):
+def port_forward(standin_web_port):
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "ClusterPortForward",
+        "metadata": {"name": "langfuse-standin"},
+        "spec": {
+            "forwards": [
+                {"ports": [3000, 3030], "target": {"address": "127.0.0.1", "port": int(standin_web_port)}},
+            ],
+        },
+    }
+
+
+def main(stage_dir, kube_version, binaries_json, standin_web_port, out):
     binaries = json.loads(binaries_json)
     kwokctl = {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
@@ -113,7 +130,7 @@ def main(stage_dir, kube_version, binaries_json, out):
             **binaries,
         },
     }
-    docs = [kwokctl] + [load_stage(stage_dir, rel) for rel in DEFAULT_STAGES] + [NEVER_READY_STAGE]
+    docs = [kwokctl] + [load_stage(stage_dir, rel) for rel in DEFAULT_STAGES] + [NEVER_READY_STAGE, port_forward(standin_web_port)]
     with open(out, "w") as f:
         yaml.safe_dump_all(docs, f, sort_keys=False)
 

@@ -32,7 +32,7 @@ def stage_dir(tmp_path):
 
 def render(stage_dir, tmp_path):
     out = tmp_path / "kwok.yaml"
-    kwok_config.main(str(stage_dir), "v1.37.2", '{"kubeApiserverBinary": "/bin/kube-apiserver"}', str(out))
+    kwok_config.main(str(stage_dir), "v1.37.2", '{"kubeApiserverBinary": "/bin/kube-apiserver"}', "13000", str(out))
     return list(yaml.safe_load_all(out.read_text()))
 
 
@@ -46,12 +46,12 @@ def test_binds_loopback_and_names_local_binaries(stage_dir, tmp_path):
 
 
 def test_keeps_every_default_stage_and_adds_never_ready(stage_dir, tmp_path):
-    names = [d["metadata"]["name"] for d in render(stage_dir, tmp_path)[1:]]
+    names = [d["metadata"]["name"] for d in render(stage_dir, tmp_path)[1:] if d["kind"] == "Stage"]
     assert names == [Path(rel).stem for rel in kwok_config.DEFAULT_STAGES] + ["pod-never-ready"]
 
 
 def test_pod_ready_skips_never_ready_pods_and_never_ready_takes_them(stage_dir, tmp_path):
-    stages = {d["metadata"]["name"]: d for d in render(stage_dir, tmp_path)[1:]}
+    stages = {d["metadata"]["name"]: d for d in render(stage_dir, tmp_path)[1:] if d["kind"] == "Stage"}
     label = kwok_config.NEVER_READY_LABEL
     ready_cels = [e["cel"]["expression"] for e in stages["pod-ready"]["spec"]["selector"]["matchExpressions"] if "cel" in e]
     never_cels = [e["cel"]["expression"] for e in stages["pod-never-ready"]["spec"]["selector"]["matchExpressions"] if "cel" in e]
@@ -62,8 +62,14 @@ def test_pod_ready_skips_never_ready_pods_and_never_ready_takes_them(stage_dir, 
 
 
 def test_volume_stages_serve_the_standard_storage_class(stage_dir, tmp_path):
-    for doc in render(stage_dir, tmp_path)[1:]:
+    for doc in [d for d in render(stage_dir, tmp_path)[1:] if d["kind"] == "Stage"]:
         for expr in doc["spec"]["selector"]["matchExpressions"]:
             assert "kwok-volume" not in expr.get("cel", {}).get("expression", "")
     pvc = next(d for d in render(stage_dir, tmp_path)[1:] if d["metadata"]["name"] == "pvc-provision")
     assert pvc["spec"]["selector"]["matchExpressions"][0]["cel"]["expression"] == "self.spec.storageClassName == 'standard'"
+
+
+def test_langfuse_ports_forward_to_the_standin_server(stage_dir, tmp_path):
+    forward = [d for d in render(stage_dir, tmp_path) if d["kind"] == "ClusterPortForward"]
+    assert len(forward) == 1
+    assert forward[0]["spec"]["forwards"] == [{"ports": [3000, 3030], "target": {"address": "127.0.0.1", "port": 13000}}]

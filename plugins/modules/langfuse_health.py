@@ -1,0 +1,167 @@
+#!/usr/bin/python
+# Copyright: langfuse_ops.platform contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: langfuse_health
+short_description: Check Langfuse's health endpoint and the version it reports
+description:
+  - Calls C(/api/public/health) of a Ready Langfuse web pod through the Kubernetes API server's port-forward
+    (so the controller needs no route to the pods), or at O(url) when given.
+  - Retries until the endpoint answers C(status=OK) and, with O(expected_version), reports that version.
+  - Read-only; runs the same in check mode.
+version_added: 0.1.0
+author: langfuse_ops.platform maintainers
+options:
+  namespace:
+    description: Namespace of the Langfuse release.
+    type: str
+    default: langfuse
+  release_name:
+    description: Helm release name; selects the web pods by C(app.kubernetes.io/instance).
+    type: str
+    default: langfuse
+  port:
+    description: The web container's port.
+    type: int
+    default: 3000
+  path:
+    description: Health path.
+    type: str
+    default: /api/public/health
+  url:
+    description: Call this URL (e.g. the public https URL) instead of a pod through port-forward.
+    type: str
+  expected_version:
+    description: Fail unless the endpoint reports this version.
+    type: str
+  retries:
+    description: How many times to try before failing.
+    type: int
+    default: 30
+  delay:
+    description: Seconds between tries.
+    type: int
+    default: 5
+  kubeconfig:
+    description: Path to the kubeconfig; the client's defaults when omitted.
+    type: path
+  context:
+    description: kubeconfig context.
+    type: str
+  validate_certs:
+    description: Verify TLS certificates when O(url) is https.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+requirements:
+  - kubernetes (Python)
+"""
+
+EXAMPLES = r"""
+- name: Confirm Langfuse 3.224.1 is serving
+  langfuse_ops.platform.langfuse_health:
+    namespace: langfuse
+    release_name: langfuse
+    expected_version: 3.224.1
+"""
+
+RETURN = r"""
+status:
+  description: The C(status) the endpoint reported.
+  returned: success
+  type: str
+  sample: OK
+version:
+  description: The C(version) the endpoint reported.
+  returned: success
+  type: str
+  sample: 3.224.1
+pod:
+  description: The web pod that answered (port-forward mode).
+  returned: port-forward mode
+  type: str
+attempts:
+  description: How many tries it took.
+  returned: always
+  type: int
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.urls import open_url
+
+from ansible_collections.langfuse_ops.platform.plugins.module_utils import k8s_portforward as pf
+
+
+def check_once(module, api):
+    params = module.params
+    if params["url"]:
+        response = open_url(params["url"].rstrip("/") + params["path"], validate_certs=params["validate_certs"], timeout=10)
+        status, version = pf.parse_health(response.read().decode())
+        return status, version, None
+    selector = f"app.kubernetes.io/name=langfuse,app.kubernetes.io/instance={params['release_name']},app=web"
+    pods = pf.ready_pods(api, params["namespace"], selector)
+    if not pods:
+        raise ConnectionError(f"no Ready web pod in namespace {params['namespace']} (selector {selector})")
+    code, body = pf.http_get(api, params["namespace"], pods[0], params["port"], params["path"])
+    if code != 200:
+        raise ConnectionError(f"{params['path']} on {pods[0]} answered HTTP {code}: {body[:200]}")
+    status, version = pf.parse_health(body)
+    return status, version, pods[0]
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            namespace=dict(type="str", default="langfuse"),
+            release_name=dict(type="str", default="langfuse"),
+            port=dict(type="int", default=3000),
+            path=dict(type="str", default="/api/public/health"),
+            url=dict(type="str"),
+            expected_version=dict(type="str"),
+            retries=dict(type="int", default=30),
+            delay=dict(type="int", default=5),
+            kubeconfig=dict(type="path"),
+            context=dict(type="str"),
+            validate_certs=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    api = None
+    if not params["url"]:
+        if not pf.HAS_KUBERNETES:
+            module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(pf.KUBERNETES_IMPORT_ERROR))
+        api = pf.core_api(params["kubeconfig"], params["context"])
+
+    last = "no answer yet"
+    for attempt in range(1, max(params["retries"], 1) + 1):
+        try:
+            status, version, pod = check_once(module, api)
+            if status != "OK":
+                last = f"status is {status!r}"
+            elif params["expected_version"] and version != params["expected_version"]:
+                last = f"it reports version {version}, not {params['expected_version']}"
+            else:
+                module.exit_json(changed=False, status=status, version=version, pod=pod, attempts=attempt)
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            last = str(exc)
+        if attempt < params["retries"]:
+            time.sleep(params["delay"])
+    module.fail_json(
+        msg=f"Langfuse's health check did not pass after {params['retries']} tries: {last}. "
+            f"Look at the web pods: kubectl -n {params['namespace']} get pods -l app=web; kubectl -n {params['namespace']} logs -l app=web",
+        attempts=params["retries"],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Stand-in for the Langfuse web and worker processes behind KWOK pods.
+
+KWOK runs no containers, so nothing would answer a port-forward to a
+Langfuse pod. The local cluster forwards ports 3000 (web) and 3030 (worker)
+of every pod here instead (see tests/localenv/kwok_config.py), and this
+server answers like Langfuse does:
+
+* GET /api/public/health -> {"status": "OK", "version": <tag>}, where <tag>
+  is the image tag of the newest Ready web pod of the namespace
+  $LOCALENV_LANGFUSE_NAMESPACE (default "langfuse"): the version the
+  Deployment actually rolled out, as the real endpoint would report it.
+* GET /api/public/ready, /api/health, /api/ready -> {"status": "OK"}.
+
+Usage: langfuse_web.py PORT (KUBECONFIG names the cluster)
+"""
+import json
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from kubernetes import client, config
+
+NAMESPACE = os.environ.get("LOCALENV_LANGFUSE_NAMESPACE", "langfuse")
+
+
+def deployed_version():
+    api = client.CoreV1Api()
+    pods = api.list_namespaced_pod(NAMESPACE, label_selector="app.kubernetes.io/name=langfuse,app=web").items
+    ready = [p for p in pods if any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))]
+    if not ready:
+        return None
+    newest = max(ready, key=lambda p: p.metadata.creation_timestamp)
+    image = next(c.image for c in newest.spec.containers if c.name == "langfuse-web")
+    return image.rsplit(":", 1)[-1]
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        if self.path == "/api/public/health":
+            version = deployed_version()
+            self.reply(200 if version else 503, {"status": "OK" if version else "NOT_READY", "version": version})
+        elif self.path in ("/api/public/ready", "/api/health", "/api/ready"):
+            self.reply(200, {"status": "OK"})
+        else:
+            self.reply(404, {"message": "not found"})
+
+    def reply(self, code, payload):
+        body = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+if __name__ == "__main__":
+    config.load_kube_config()
+    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
