@@ -52,6 +52,9 @@ local-install: localenv-up
 
 lint: venv
 	yamllint -s .
+	# ansible-lint installs this collection into ~/.ansible/collections and
+	# would keep using that copy once its version is there: start afresh.
+	rm -rf $(HOME)/.ansible/collections/ansible_collections/langfuse_ops
 	ansible-lint
 
 syntax: venv

@@ -67,7 +67,7 @@ def _complete(data):
         return False
     headers = head.decode("iso-8859-1").lower()
     for line in headers.split("\r\n")[1:]:
-        name, _, value = line.partition(":")
+        name, _sep, value = line.partition(":")
         if name.strip() == "content-length":
             return len(body) >= int(value.strip())
     if "transfer-encoding: chunked" in headers:
@@ -76,12 +76,15 @@ def _complete(data):
 
 
 def parse_http_response(data):
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, _sep, body = data.partition(b"\r\n\r\n")
     lines = head.decode("iso-8859-1").split("\r\n")
     if not lines or not lines[0].startswith("HTTP/"):
         raise ConnectionError(f"not an HTTP response: {data[:80]!r}")
     status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    headers = {}
+    for line in lines[1:]:
+        name, _sep, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
     if headers.get("transfer-encoding", "").lower() == "chunked":
         body = _unchunk(body)
     return status, body.decode("utf-8", "replace")
@@ -90,7 +93,7 @@ def parse_http_response(data):
 def _unchunk(body):
     out = b""
     while body:
-        size_line, _, rest = body.partition(b"\r\n")
+        size_line, _sep, rest = body.partition(b"\r\n")
         size = int(size_line.split(b";")[0], 16)
         if size == 0:
             break

@@ -13,7 +13,7 @@ description:
   - Retries until the endpoint answers C(status=OK) and, with O(expected_version), reports that version.
   - Read-only; runs the same in check mode.
 version_added: 0.1.0
-author: langfuse_ops.platform maintainers
+author: langfuse_ops.platform maintainers (@langfuse-ops)
 options:
   namespace:
     description: Namespace of the Langfuse release.
@@ -58,8 +58,10 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Reads only; runs the same in check mode.
   diff_mode:
     support: none
+    description: Changes nothing, so there is nothing to diff.
 requirements:
   - kubernetes (Python)
 """

@@ -6,26 +6,24 @@ of every pod here instead (see tests/localenv/kwok_config.py), and this
 server answers like Langfuse does:
 
 * GET /api/public/health -> {"status": "OK", "version": <tag>}, where <tag>
-  is the image tag of the newest Ready web pod of the namespace
-  $LOCALENV_LANGFUSE_NAMESPACE (default "langfuse"): the version the
+  is the image tag of the newest Ready Langfuse web pod: the version the
   Deployment actually rolled out, as the real endpoint would report it.
+  A forwarded connection carries no word of which pod it was meant for, so
+  tests keep one Langfuse version on the cluster at a time.
 * GET /api/public/ready, /api/health, /api/ready -> {"status": "OK"}.
 
 Usage: langfuse_web.py PORT (KUBECONFIG names the cluster)
 """
 import json
-import os
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kubernetes import client, config
 
-NAMESPACE = os.environ.get("LOCALENV_LANGFUSE_NAMESPACE", "langfuse")
-
 
 def deployed_version():
     api = client.CoreV1Api()
-    pods = api.list_namespaced_pod(NAMESPACE, label_selector="app.kubernetes.io/name=langfuse,app=web").items
+    pods = api.list_pod_for_all_namespaces(label_selector="app.kubernetes.io/name=langfuse,app=web").items
     ready = [p for p in pods if any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))]
     if not ready:
         return None

@@ -33,7 +33,7 @@ def test_every_default_is_documented(role):
     lines = (role / "defaults" / "main.yml").read_text().splitlines()
     for i, line in enumerate(lines):
         if re.match(r"^[a-z0-9_]+:", line):
-            above = [ln for ln in lines[:i][::-1]]
+            above = lines[:i][::-1]
             # a comment right above, or the key belongs to a commented group without a blank line between
             block = []
             for ln in above:

@@ -1,8 +1,8 @@
 {{- /*
-  Helpers of the langfuse 1.5.41 TEST STAND-IN chart.
+  Helpers of the langfuse 2.0.0 TEST STAND-IN chart.
 
   Written for tests: names, labels and the generated env follow the official
-  chart 1.5.41, but the implementation is the stand-in's own. Environment
+  chart 2.0.0, but the implementation is the stand-in's own. Environment
   variables are assembled as a list of maps and emitted with toYaml.
 */ -}}
 
@@ -108,13 +108,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if $out }}{{ toYaml $out }}{{ end -}}
 {{- end -}}
 
-{{- /* Same as lfstub.source but fails when nothing is set. */ -}}
-{{- define "lfstub.requiredSource" -}}
-{{- $src := include "lfstub.source" . -}}
-{{- if not $src -}}
-  {{- fail (printf "no valid value, secretKeyRef, fieldRef, or resourceFieldRef provided for %s" .key) -}}
+{{- /* Name of the chart-managed app Secret (salt / encryption-key / nextauth-secret) */ -}}
+{{- define "lfstub.appSecretName" -}}
+{{- printf "%s-app" (include "lfstub.fullname" .) -}}
 {{- end -}}
+
+{{- /*
+  2.0.0: an app credential comes from value/secretKeyRef/... when given, else
+  from key .secretKey of <fullname>-app. Input: dict "root" "key" "value" "secretKey".
+*/ -}}
+{{- define "lfstub.appSource" -}}
+{{- $src := include "lfstub.source" (dict "key" .key "value" .value) -}}
+{{- if $src -}}
 {{- $src -}}
+{{- else -}}
+{{- toYaml (dict "valueFrom" (dict "secretKeyRef" (dict "name" (include "lfstub.appSecretName" .root) "key" .secretKey))) -}}
+{{- end -}}
 {{- end -}}
 
 {{- /* ------------------------------------------------------------ hostnames */ -}}
@@ -139,10 +148,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $env = append $env (dict "name" "NODE_ENV" "value" (include "lfstub.str" $L.nodeEnv)) -}}
 {{- $env = append $env (dict "name" "LANGFUSE_LOG_LEVEL" "value" (include "lfstub.str" $L.logging.level)) -}}
 {{- $env = append $env (dict "name" "LANGFUSE_LOG_FORMAT" "value" (include "lfstub.str" $L.logging.format)) -}}
-{{- $env = append $env (merge (dict "name" "SALT") (include "lfstub.requiredSource" (dict "key" "langfuse.salt" "value" $L.salt) | fromYaml)) -}}
-{{- with (include "lfstub.source" (dict "key" "langfuse.encryptionKey" "value" $L.encryptionKey)) -}}
-  {{- $env = append $env (merge (dict "name" "ENCRYPTION_KEY") (fromYaml .)) -}}
-{{- end -}}
+{{- $env = append $env (merge (dict "name" "SALT") (include "lfstub.appSource" (dict "root" . "key" "langfuse.salt" "value" $L.salt "secretKey" "salt") | fromYaml)) -}}
+{{- $env = append $env (merge (dict "name" "ENCRYPTION_KEY") (include "lfstub.appSource" (dict "root" . "key" "langfuse.encryptionKey" "value" $L.encryptionKey "secretKey" "encryption-key") | fromYaml)) -}}
 {{- with (include "lfstub.source" (dict "key" "langfuse.licenseKey" "value" $L.licenseKey)) -}}
   {{- $env = append $env (merge (dict "name" "LANGFUSE_EE_LICENSE_KEY") (fromYaml .)) -}}
 {{- end -}}
@@ -164,7 +171,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $L := .Values.langfuse -}}
 {{- $env := list -}}
 {{- $env = append $env (dict "name" "NEXTAUTH_URL" "value" (include "lfstub.str" $L.nextauth.url)) -}}
-{{- $env = append $env (merge (dict "name" "NEXTAUTH_SECRET") (include "lfstub.requiredSource" (dict "key" "langfuse.nextauth.secret" "value" $L.nextauth.secret) | fromYaml)) -}}
+{{- $env = append $env (merge (dict "name" "NEXTAUTH_SECRET") (include "lfstub.appSource" (dict "root" . "key" "langfuse.nextauth.secret" "value" $L.nextauth.secret "secretKey" "nextauth-secret") | fromYaml)) -}}
 {{- $auth := $L.auth | default dict -}}
 {{- if hasKey $auth "disableUsernamePassword" -}}
   {{- $env = append $env (dict "name" "AUTH_DISABLE_USERNAME_PASSWORD" "value" (include "lfstub.str" $auth.disableUsernamePassword)) -}}
@@ -330,9 +337,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   {{- else if $ch.auth.password -}}
     {{- $env = append $env (dict "name" "CLICKHOUSE_PASSWORD" "value" (toString $ch.auth.password)) -}}
   {{- end -}}
-  {{- /* 1.5.41: only an explicit clusterEnabled=false is passed on */ -}}
-  {{- if not $ch.clusterEnabled -}}
-    {{- $env = append $env (dict "name" "CLICKHOUSE_CLUSTER_ENABLED" "value" "false") -}}
+  {{- /* 2.0.0: passed on whenever a host is configured */ -}}
+  {{- if $ch.host -}}
+    {{- $env = append $env (dict "name" "CLICKHOUSE_CLUSTER_ENABLED" "value" (include "lfstub.str" (($ch.cluster | default dict).enabled))) -}}
   {{- end -}}
   {{- if hasKey $mig "autoMigrate" -}}
     {{- $env = append $env (dict "name" "LANGFUSE_AUTO_CLICKHOUSE_MIGRATION_DISABLED" "value" (toString (not $mig.autoMigrate))) -}}
@@ -420,8 +427,28 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- toYaml (concat $env $extra) -}}
 {{- end -}}
 
-{{- /* --------------------------------------------------------- stand-in guard */ -}}
+{{- /* --------------------------------------------------------- preflight
+  1. The official 2.0.0 upgrade guard: on `helm upgrade`, refuse to replace
+     stores a v1 (Bitnami) release left behind unless langfuse.allowV1Upgrade.
+  2. The stand-in guard: no *.deploy may be true (nothing is bundled).
+*/ -}}
 {{- define "lfstub.noBundledStores" -}}
+{{- if and .Release.IsUpgrade (not .Values.langfuse.allowV1Upgrade) -}}
+  {{- $fullname := include "lfstub.fullname" . -}}
+  {{- $ns := .Release.Namespace -}}
+  {{- $leftovers := list -}}
+  {{- range $probe := list
+      (list "clickhouse" "apps/v1" "StatefulSet" (printf "%s-clickhouse-shard0" $fullname) "Bitnami ClickHouse")
+      (list "postgresql" "v1" "PersistentVolumeClaim" (printf "data-%s-postgresql-0" $fullname) "Bitnami PostgreSQL")
+      (list "s3" "apps/v1" "Deployment" (printf "%s-s3" $fullname) "Bitnami MinIO") -}}
+    {{- if and (index $.Values (index $probe 0)).deploy (lookup (index $probe 1) (index $probe 2) $ns (index $probe 3)) -}}
+      {{- $leftovers = append $leftovers (printf "%s/%s (%s)" (index $probe 2) (index $probe 3) (index $probe 4)) -}}
+    {{- end -}}
+  {{- end -}}
+  {{- if $leftovers -}}
+    {{- fail (printf "Refusing to helm upgrade: found v1 Bitnami resources in namespace %q that this release would replace with empty v2 volumes: %s. Follow examples/upgrade-v1-to-v2 (in-place only when stores are external; otherwise install a sibling v2 release). To override this guard (unsafe), set langfuse.allowV1Upgrade=true." $ns (join ", " $leftovers)) -}}
+  {{- end -}}
+{{- end -}}
 {{- $deployed := list -}}
 {{- range $store := list "postgresql" "redis" "clickhouse" "s3" -}}
   {{- if (index $.Values $store).deploy }}{{ $deployed = append $deployed (printf "%s.deploy" $store) }}{{ end -}}

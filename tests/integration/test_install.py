@@ -1,0 +1,119 @@
+"""install.yml on the local control plane: converge, idempotence, secrets, check mode.
+
+One converge into a namespace of its own, then the checks that need a
+converged cluster. The molecule scenario `local` covers the same path as a
+user runs it; these add what a scenario cannot express as easily: greps of
+the whole -vvv output and check-mode runs.
+"""
+import base64
+import json
+import re
+import uuid
+
+import pytest
+
+from conftest import REPO, kubectl, run
+
+
+def install(namespace, *args, extra=None):
+    extra = {"langfuse_namespace": namespace, **(extra or {})}
+    return run("ansible-playbook", "-i", "inventories/local", "playbooks/install.yml", "-e", json.dumps(extra), *args,
+               check=False, cwd=REPO, timeout=900)
+
+
+def recap(output):
+    match = re.search(r"localhost\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output)
+    assert match, output[-2000:]
+    return {"ok": int(match[1]), "changed": int(match[2]), "failed": int(match[4])}
+
+
+def app_secret(namespace):
+    data = json.loads(kubectl("-n", namespace, "get", "secret", "langfuse-app-secrets", "-o", "json").stdout)["data"]
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+@pytest.fixture(scope="module")
+def converged(cluster, services):
+    namespace = f"it-{uuid.uuid4().hex[:8]}"
+    first = install(namespace)
+    assert first.returncode == 0, first.stdout[-4000:]
+    yield namespace, first.stdout
+    run("helm", "uninstall", "langfuse", "-n", namespace, "--wait", check=False)
+    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_first_converge_changes_and_reports(converged):
+    namespace, output = converged
+    assert recap(output)["changed"] > 0
+    assert "Health: OK, version 3.224.1" in output
+    assert "Web: 3 available (langfuse/langfuse:3.224.1); worker: 3 available (langfuse/langfuse-worker:3.224.1)" in output
+
+
+def test_release_is_pinned_and_holds_no_secret_literal(converged, services):
+    namespace = converged[0]
+    release = json.loads(run("helm", "list", "-n", namespace, "-o", "json").stdout)[0]
+    assert release["chart"] == "langfuse-1.5.41" and release["app_version"] == "3.224.1" and release["status"] == "deployed"
+    values = run("helm", "get", "values", "langfuse", "-n", namespace, "-o", "json").stdout
+    secrets = list(app_secret(namespace).values()) + [
+        services[k] for k in ("LOCALENV_POSTGRES_PASSWORD", "LOCALENV_REDIS_PASSWORD", "LOCALENV_CLICKHOUSE_PASSWORD",
+                              "LOCALENV_S3_SECRET_ACCESS_KEY")]
+    for secret in secrets:
+        assert secret not in values
+    parsed = json.loads(values)
+    assert parsed["langfuse"]["encryptionKey"] == {"secretKeyRef": {"name": "langfuse-app-secrets", "key": "encryption-key"}}
+    assert parsed["postgresql"]["auth"]["existingSecret"] == "langfuse-postgres"
+
+
+def test_web_and_worker_have_pdbs_and_zone_spread(converged):
+    namespace = converged[0]
+    for component in ("web", "worker"):
+        deploy = json.loads(kubectl("-n", namespace, "get", "deployment", f"langfuse-{component}", "-o", "json").stdout)
+        assert deploy["status"]["availableReplicas"] == 3
+        spread = deploy["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert spread[0]["topologyKey"] == "topology.kubernetes.io/zone"
+        assert spread[0]["labelSelector"]["matchLabels"]["app"] == component
+        pods = json.loads(kubectl("-n", namespace, "get", "pods", "-l", f"app={component}", "-o", "json").stdout)["items"]
+        assert len({p["spec"]["nodeName"] for p in pods}) == 3
+    pdbs = json.loads(kubectl("-n", namespace, "get", "pdb", "-o", "json").stdout)["items"]
+    # The chart selects PDB pods by app.kubernetes.io/component (its pods carry both that and app).
+    assert sorted((p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"], p["spec"]["maxUnavailable"])
+                  for p in pdbs) == [("web", 1), ("worker", 1)]
+
+
+def test_second_converge_changes_nothing_and_prints_no_secret(converged, services):
+    namespace = converged[0]
+    before = app_secret(namespace)
+    second = install(namespace, "-vvv")
+    assert second.returncode == 0, second.stdout[-4000:]
+    assert recap(second.stdout)["changed"] == 0
+    assert app_secret(namespace) == before
+    output = second.stdout + second.stderr
+    secrets = list(before.values()) + [
+        services[k] for k in ("LOCALENV_POSTGRES_PASSWORD", "LOCALENV_REDIS_PASSWORD", "LOCALENV_CLICKHOUSE_PASSWORD",
+                              "LOCALENV_S3_SECRET_ACCESS_KEY")]
+    for secret in secrets:
+        assert len(secret) >= 16
+        assert secret not in output
+        assert base64.b64encode(secret.encode()).decode() not in output
+
+
+def test_check_diff_reports_no_change_on_a_converged_cluster(converged):
+    namespace = converged[0]
+    proc = install(namespace, "--check", "--diff")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert recap(proc.stdout)["changed"] == 0
+
+
+def test_check_diff_shows_a_change_and_makes_none(converged):
+    namespace = converged[0]
+    web = {"replicas": 4, "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+           "hpa": {"enabled": True, "min_replicas": 4, "max_replicas": 6, "target_cpu_percent": 70}}
+    proc = install(namespace, "--check", "--diff", extra={"langfuse_helm_web": web})
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    # The values diff and the release both report the change.
+    assert recap(proc.stdout)["changed"] == 2
+    assert re.search(r"^-\s+minReplicas: 3$", proc.stdout, flags=re.M), proc.stdout[-4000:]
+    assert re.search(r"^\+\s+minReplicas: 4$", proc.stdout, flags=re.M), proc.stdout[-4000:]
+    hpa = json.loads(kubectl("-n", namespace, "get", "hpa", "langfuse-web", "-o", "json").stdout)
+    assert hpa["spec"]["minReplicas"] == 3
+    assert json.loads(run("helm", "history", "langfuse", "-n", namespace, "-o", "json").stdout)[-1]["revision"] == 1
