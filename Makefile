@@ -6,6 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 COLLECTION_LINK := .build/collections/ansible_collections/langfuse_ops/platform
+LINT_COPY := $(HOME)/.ansible/collections/ansible_collections/langfuse_ops
 LOCALENV := tests/localenv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
@@ -53,9 +54,10 @@ local-install: localenv-up
 lint: venv
 	yamllint -s .
 	# ansible-lint installs this collection into ~/.ansible/collections and
-	# would keep using that copy once its version is there: start afresh.
-	rm -rf $(HOME)/.ansible/collections/ansible_collections/langfuse_ops
-	ansible-lint
+	# would keep using that copy once its version is there (and so would the
+	# playbooks run after it): start afresh and leave nothing behind.
+	rm -rf $(LINT_COPY)
+	rc=0; ansible-lint || rc=$$?; rm -rf $(LINT_COPY); exit $$rc
 
 syntax: venv
 	for p in playbooks/*.yml; do ansible-playbook --syntax-check -i inventories/local "$$p"; done
