@@ -15,7 +15,6 @@ set -euo pipefail
 : "${LOCALENV_PYTHON:=$LOCALENV_DIR/../../.venv/bin/python}"
 # The stand-in Langfuse server that port-forwards to web/worker pods reach.
 : "${LOCALENV_STANDIN_WEB_PORT:=13000}"
-STANDIN_PID="$LOCALENV_STATE/standin-web.pid"
 export KWOK_WORKDIR="$LOCALENV_STATE/kwok"
 KUBECONFIG_PATH="$LOCALENV_STATE/kubeconfig"
 KWOKCTL="$(kwok_bin_dir)/kwokctl"
@@ -38,8 +37,12 @@ write_config() {
     "$(k8s_bin_dir)/kube-apiserver" "$(k8s_bin_dir)/kube-controller-manager" "$(k8s_bin_dir)/kube-scheduler" \
     "$(k8s_bin_dir)/kubectl" "$(etcd_bin_dir)/etcd" "$(kwok_bin_dir)/kwok")
   [ -x "$LOCALENV_PYTHON" ] || die "no Python with PyYAML at $LOCALENV_PYTHON: run 'make venv' first (or set LOCALENV_PYTHON)"
+  local forwards
+  forwards=$(printf '{"standin_web":%s,"clickhouse_http":%s,"clickhouse_tcp":%s,"postgres":%s}' \
+    "$LOCALENV_STANDIN_WEB_PORT" "${LOCALENV_CLICKHOUSE_HTTP_PORT:-18123}" "${LOCALENV_CLICKHOUSE_TCP_PORT:-19000}" \
+    "${LOCALENV_POSTGRES_PORT:-15432}")
   "$LOCALENV_PYTHON" "$LOCALENV_DIR/kwok_config.py" "$(kwok_bin_dir)/stage" "$LOCALENV_KUBERNETES_VERSION" "$bins" \
-    "$LOCALENV_STANDIN_WEB_PORT" "$LOCALENV_STATE/kwok.yaml"
+    "$forwards" "$LOCALENV_STATE/kwok.yaml"
 }
 
 seed_cluster() {
@@ -51,22 +54,37 @@ seed_cluster() {
   die "the default ServiceAccount never appeared: kube-controller-manager is not working (see $KWOK_WORKDIR/clusters/$LOCALENV_CLUSTER_NAME/logs)"
 }
 
-start_standin_web() {
-  if [ -f "$STANDIN_PID" ] && kill -0 "$(cat "$STANDIN_PID")" 2>/dev/null; then return; fi
-  require_free_port "$LOCALENV_STANDIN_WEB_PORT" "the stand-in Langfuse server"
-  KUBECONFIG="$KUBECONFIG_PATH" nohup "$LOCALENV_PYTHON" "$LOCALENV_DIR/../standins/langfuse_web.py" "$LOCALENV_STANDIN_WEB_PORT" \
-    >"$LOCALENV_STATE/standin-web.log" 2>&1 &
-  echo $! >"$STANDIN_PID"
-  wait_for_port "$LOCALENV_STANDIN_WEB_PORT" "the stand-in Langfuse server"
+# Stand-ins for what KWOK cannot run: processes on loopback that play the
+# Langfuse pods behind port-forwards, and the reconcilers of the Altinity and
+# CloudNativePG operators.
+start_standin() {
+  local name=$1; shift
+  local pid="$LOCALENV_STATE/standin-$name.pid"
+  if [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null; then return; fi
+  [ "$name" != web ] || require_free_port "$LOCALENV_STANDIN_WEB_PORT" "the stand-in Langfuse server"
+  KUBECONFIG="$KUBECONFIG_PATH" nohup "$LOCALENV_PYTHON" "$@" >"$LOCALENV_STATE/standin-$name.log" 2>&1 &
+  echo $! >"$pid"
 }
 
-stop_standin_web() {
-  if [ -f "$STANDIN_PID" ]; then kill "$(cat "$STANDIN_PID")" 2>/dev/null || true; rm -f "$STANDIN_PID"; fi
+start_standins() {
+  start_standin web "$LOCALENV_DIR/../standins/langfuse_web.py" "$LOCALENV_STANDIN_WEB_PORT"
+  wait_for_port "$LOCALENV_STANDIN_WEB_PORT" "the stand-in Langfuse server"
+  start_standin altinity-operator "$LOCALENV_DIR/../standins/altinity_operator.py"
+  start_standin cnpg-operator "$LOCALENV_DIR/../standins/cnpg_operator.py"
+}
+
+stop_standins() {
+  local pid
+  for pid in "$LOCALENV_STATE"/standin-*.pid; do
+    [ -f "$pid" ] || continue
+    kill "$(cat "$pid")" 2>/dev/null || true
+    rm -f "$pid"
+  done
 }
 
 up() {
   local start=$SECONDS
-  if api_up; then start_standin_web; log "cluster '$LOCALENV_CLUSTER_NAME' already up"; print_env; return; fi
+  if api_up; then start_standins; log "cluster '$LOCALENV_CLUSTER_NAME' already up"; print_env; return; fi
   "$LOCALENV_DIR/build-binaries.sh"
   # A cluster whose processes are gone (machine restarted) is thrown away.
   "$KWOKCTL" delete cluster --name "$LOCALENV_CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1 || true
@@ -79,13 +97,13 @@ up() {
     --wait 120s >"$LOCALENV_STATE/kwokctl-create.log" 2>&1 \
     || { tail -n 30 "$LOCALENV_STATE/kwokctl-create.log" >&2; die "kwokctl could not create the cluster (full log: $LOCALENV_STATE/kwokctl-create.log)"; }
   seed_cluster
-  start_standin_web
+  start_standins
   log "cluster up in $((SECONDS - start))s; kubeconfig: $KUBECONFIG_PATH"
   print_env
 }
 
 down() {
-  stop_standin_web
+  stop_standins
   [ -x "$KWOKCTL" ] || { log "kwokctl not built: nothing to stop"; return; }
   "$KWOKCTL" delete cluster --name "$LOCALENV_CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1 || true
   rm -rf "$KWOK_WORKDIR" "$KUBECONFIG_PATH"

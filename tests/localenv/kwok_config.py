@@ -9,11 +9,15 @@ kwokctl, so they always match its version) and adds what our tests need:
 * PVCs of the ``standard`` StorageClass get a bound PV (StatefulSets with
   volumeClaimTemplates become Ready), using kwok's volume Stages.
 
-It also sends port-forwards to the Langfuse ports (web 3000, worker 3030) of
-any pod to the stand-in Langfuse server (tests/standins/langfuse_web.py) on
-127.0.0.1, so health checks run their real port-forward path.
+It also sends port-forwards to pods on to real local servers, so the
+collection's port-forward paths run for real:
+* Langfuse ports (web 3000, worker 3030) -> the stand-in Langfuse server
+  (tests/standins/langfuse_web.py);
+* ClickHouse ports (http 8123, native 9000) -> the local ClickHouse server;
+* PostgreSQL port 5432 -> the local PostgreSQL server.
 
-Usage: kwok_config.py KWOK_STAGE_DIR KUBE_VERSION BINDIR_JSON STANDIN_WEB_PORT OUT
+Usage: kwok_config.py KWOK_STAGE_DIR KUBE_VERSION BINDIR_JSON FORWARDS_JSON OUT
+  FORWARDS_JSON: {"standin_web": port, "clickhouse_http": port, "clickhouse_tcp": port, "postgres": port}
 """
 import json
 import sys
@@ -104,20 +108,23 @@ def load_stage(stage_dir, rel):
     return stage
 
 
-def port_forward(standin_web_port):
+def port_forward(forwards):
     return {
         "apiVersion": "kwok.x-k8s.io/v1alpha1",
         "kind": "ClusterPortForward",
-        "metadata": {"name": "langfuse-standin"},
+        "metadata": {"name": "local-servers"},
         "spec": {
             "forwards": [
-                {"ports": [3000, 3030], "target": {"address": "127.0.0.1", "port": int(standin_web_port)}},
+                {"ports": [3000, 3030], "target": {"address": "127.0.0.1", "port": int(forwards["standin_web"])}},
+                {"ports": [8123], "target": {"address": "127.0.0.1", "port": int(forwards["clickhouse_http"])}},
+                {"ports": [9000], "target": {"address": "127.0.0.1", "port": int(forwards["clickhouse_tcp"])}},
+                {"ports": [5432], "target": {"address": "127.0.0.1", "port": int(forwards["postgres"])}},
             ],
         },
     }
 
 
-def main(stage_dir, kube_version, binaries_json, standin_web_port, out):
+def main(stage_dir, kube_version, binaries_json, forwards_json, out):
     binaries = json.loads(binaries_json)
     kwokctl = {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
@@ -130,7 +137,7 @@ def main(stage_dir, kube_version, binaries_json, standin_web_port, out):
             **binaries,
         },
     }
-    docs = [kwokctl] + [load_stage(stage_dir, rel) for rel in DEFAULT_STAGES] + [NEVER_READY_STAGE, port_forward(standin_web_port)]
+    docs = [kwokctl] + [load_stage(stage_dir, rel) for rel in DEFAULT_STAGES] + [NEVER_READY_STAGE, port_forward(json.loads(forwards_json))]
     with open(out, "w") as f:
         yaml.safe_dump_all(docs, f, sort_keys=False)
 

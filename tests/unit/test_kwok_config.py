@@ -30,9 +30,12 @@ def stage_dir(tmp_path):
     return tmp_path
 
 
+FORWARDS = '{"standin_web": 13000, "clickhouse_http": 18123, "clickhouse_tcp": 19000, "postgres": 15432}'
+
+
 def render(stage_dir, tmp_path):
     out = tmp_path / "kwok.yaml"
-    kwok_config.main(str(stage_dir), "v1.37.2", '{"kubeApiserverBinary": "/bin/kube-apiserver"}', "13000", str(out))
+    kwok_config.main(str(stage_dir), "v1.37.2", '{"kubeApiserverBinary": "/bin/kube-apiserver"}', FORWARDS, str(out))
     return list(yaml.safe_load_all(out.read_text()))
 
 
@@ -69,7 +72,12 @@ def test_volume_stages_serve_the_standard_storage_class(stage_dir, tmp_path):
     assert pvc["spec"]["selector"]["matchExpressions"][0]["cel"]["expression"] == "self.spec.storageClassName == 'standard'"
 
 
-def test_langfuse_ports_forward_to_the_standin_server(stage_dir, tmp_path):
+def test_pod_ports_forward_to_local_servers(stage_dir, tmp_path):
     forward = [d for d in render(stage_dir, tmp_path) if d["kind"] == "ClusterPortForward"]
     assert len(forward) == 1
-    assert forward[0]["spec"]["forwards"] == [{"ports": [3000, 3030], "target": {"address": "127.0.0.1", "port": 13000}}]
+    assert forward[0]["spec"]["forwards"] == [
+        {"ports": [3000, 3030], "target": {"address": "127.0.0.1", "port": 13000}},
+        {"ports": [8123], "target": {"address": "127.0.0.1", "port": 18123}},
+        {"ports": [9000], "target": {"address": "127.0.0.1", "port": 19000}},
+        {"ports": [5432], "target": {"address": "127.0.0.1", "port": 15432}},
+    ]

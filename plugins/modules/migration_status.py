@@ -1,0 +1,654 @@
+#!/usr/bin/python
+# Copyright: langfuse_ops.platform contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: migration_status
+short_description: Report and gate on Langfuse's Postgres (Prisma) and ClickHouse (golang-migrate) schema migrations
+description:
+  - Reads the migration state Langfuse's web container leaves at start-up, where it runs C(prisma migrate deploy) on
+    Postgres and golang-migrate C(up) on ClickHouse. Changes nothing, in check mode or not.
+  - Postgres, from Prisma's C(_prisma_migrations) table. A row neither finished nor rolled back is a failed migration,
+    unless a migration run is in progress; the module tells the two apart as follows. Prisma wrote an error into
+    C(logs) - failed. No error, and Prisma Migrate's advisory lock (key 72707369) is held in the database - in
+    progress. No error, no lock, started less than O(in_progress_grace) seconds ago - in progress (the lock is
+    invisible when C(PRISMA_SCHEMA_DISABLE_ADVISORY_LOCK) is set or a pooler sits in between). Otherwise failed,
+    reported as C(interrupted) (a probe or a rollout killed the migrating pod).
+  - ClickHouse, from golang-migrate's C(schema_migrations) table (the row with the highest C(sequence) is the current
+    state), over the HTTP interface. C(dirty) means a migration started and did not finish; there is no lock to tell
+    whether it is still running, so O(wait) waits for it to clear.
+  - A missing table is a fresh database (RV(postgres.fresh)/RV(clickhouse.fresh)), not an error.
+  - Connects directly, or through the Kubernetes API server's port-forward to a pod or to a Ready pod behind a
+    Service (the controller then needs no route into the cluster). Each connection gets a port-forward stream of its
+    own, through a listener on 127.0.0.1 that lives as long as the check.
+  - On a failed assertion it fails with the state in the result and a message that names the migration and the
+    recovery step (C(prisma migrate resolve ...) or C(migrate ... force ...), run from the Langfuse web image).
+version_added: 0.1.0
+author: langfuse_ops.platform maintainers (@langfuse-ops)
+options:
+  postgres:
+    description:
+      - Check the Postgres database Langfuse's C(DATABASE_URL) points at.
+      - At least one of O(postgres) and O(clickhouse) is required.
+    type: dict
+    suboptions:
+      host:
+        description:
+          - Server host name. Required unless O(postgres.forward) is set; with O(postgres.forward) it is only the name
+            that O(postgres.sslmode=verify-full) checks the certificate against.
+        type: str
+      port:
+        description: Server port; with O(postgres.forward.service), the Service port (mapped to its targetPort).
+        type: int
+        default: 5432
+      user:
+        description: User name.
+        type: str
+        required: true
+      password:
+        description: Password.
+        type: str
+      database:
+        description: Database name (the path of C(DATABASE_URL)).
+        type: str
+        required: true
+      schema:
+        description: Schema that holds C(_prisma_migrations) (the C(schema=) parameter of C(DATABASE_URL)).
+        type: str
+        default: public
+      sslmode:
+        description: libpq C(sslmode).
+        type: str
+        default: prefer
+        choices: [disable, allow, prefer, require, verify-ca, verify-full]
+      ca_path:
+        description: CA bundle that signed the server's certificate (libpq C(sslrootcert)).
+        type: path
+      connect_timeout:
+        description: Seconds to wait for a connection.
+        type: int
+        default: 10
+      forward:
+        description: Reach the server through a Kubernetes port-forward instead of directly.
+        type: dict
+        suboptions:
+          namespace:
+            description: Namespace of the Service or pod.
+            type: str
+            required: true
+          service:
+            description: Service whose Ready pods serve the database (one of them is used).
+            type: str
+          pod:
+            description: Pod to forward to; O(postgres.port) is then the pod's port.
+            type: str
+  clickhouse:
+    description:
+      - Check the ClickHouse database Langfuse migrates (C(CLICKHOUSE_DB)), over the HTTP interface.
+      - At least one of O(postgres) and O(clickhouse) is required.
+    type: dict
+    suboptions:
+      host:
+        description:
+          - Server host name (a single node or a cluster Service). Required unless O(clickhouse.forward) is set;
+            with O(clickhouse.forward) it is only the name the TLS certificate is checked against.
+        type: str
+      port:
+        description: HTTP(S) port; with O(clickhouse.forward.service), the Service port (mapped to its targetPort).
+        type: int
+        default: 8123
+      user:
+        description: User name (HTTP basic auth).
+        type: str
+        default: default
+      password:
+        description: Password.
+        type: str
+      database:
+        description: Database that holds C(schema_migrations) (C(CLICKHOUSE_DB)).
+        type: str
+        default: default
+      https:
+        description: Use HTTPS.
+        type: bool
+        default: false
+      validate_certs:
+        description: Verify the server's certificate with HTTPS.
+        type: bool
+        default: true
+      ca_path:
+        description: CA bundle to verify the server's certificate with.
+        type: path
+      timeout:
+        description: Seconds to wait for a connection or an answer.
+        type: int
+        default: 10
+      forward:
+        description: Reach the server through a Kubernetes port-forward instead of directly.
+        type: dict
+        suboptions:
+          namespace:
+            description: Namespace of the Service or pod.
+            type: str
+            required: true
+          service:
+            description: Service whose Ready pods serve ClickHouse (one of them is used).
+            type: str
+          pod:
+            description: Pod to forward to; O(clickhouse.port) is then the pod's port.
+            type: str
+  kubeconfig:
+    description: Path to the kubeconfig for the port-forward; the client's defaults when omitted.
+    type: path
+  context:
+    description: kubeconfig context for the port-forward.
+    type: str
+  wait:
+    description:
+      - Poll until no migration is in progress (no Postgres migration in progress, ClickHouse not dirty) and fail if
+        that takes longer than O(wait_timeout). Connection errors are retried meanwhile.
+      - Without it the state is read once; a Postgres migration in progress is reported (RV(settled=false)) and warned
+        about, not failed.
+    type: bool
+    default: false
+  wait_timeout:
+    description: Seconds to wait with O(wait).
+    type: int
+    default: 300
+  wait_interval:
+    description: Seconds between polls with O(wait).
+    type: int
+    default: 5
+  in_progress_grace:
+    description:
+      - A Postgres migration without an error and without Prisma's lock counts as in progress for this many seconds
+        after it started, then as failed (C(interrupted)).
+    type: int
+    default: 300
+  expect_no_failed:
+    description: Fail when a Postgres migration failed or was interrupted (and is not rolled back).
+    type: bool
+    default: true
+  expect_not_dirty:
+    description:
+      - Fail when ClickHouse's current migration is dirty (with O(wait), once waiting did not clear it).
+      - With V(false), O(wait) does not wait for a dirty version to clear.
+    type: bool
+    default: true
+  min_clickhouse_version:
+    description: Fail unless the ClickHouse schema is at this golang-migrate version or later (and that one not dirty).
+    type: int
+  expect_postgres_migrations:
+    description: Fail unless each of these Prisma migrations (directory names) is applied.
+    type: list
+    elements: str
+    aliases: [expect_postgres_migration]
+  expect_replicated:
+    description:
+      - Fail unless C(schema_migrations) is (V(true)) or is not (V(false)) a C(Replicated*) table, that is unless
+        migrations ran with C(CLICKHOUSE_CLUSTER_ENABLED) on (V(true)) or off (V(false)). Not checked when omitted.
+    type: bool
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Changes nothing, so there is nothing to diff.
+notes:
+  - The Postgres session is read-only; the ClickHouse queries are SELECTs only.
+  - ClickHouse queries go over one keep-alive connection, so behind a Service they are all answered by the same
+    replica (RV(clickhouse.host)).
+requirements:
+  - psycopg >= 3 (Python, for O(postgres))
+  - kubernetes (Python, for O(postgres.forward) and O(clickhouse.forward))
+"""
+
+EXAMPLES = r"""
+- name: Gate an upgrade on settled, healthy migrations (through the API server)
+  langfuse_ops.platform.migration_status:
+    postgres:
+      user: langfuse
+      password: "{{ langfuse_postgres_password }}"
+      database: langfuse
+      forward: {namespace: langfuse-data, service: langfuse-postgres-rw}
+    clickhouse:
+      user: langfuse
+      password: "{{ langfuse_clickhouse_password }}"
+      forward: {namespace: langfuse-data, service: clickhouse-langfuse}
+    wait: true
+    wait_timeout: 900
+    expect_replicated: true
+  register: migrations
+
+- name: After the upgrade, require the new schema
+  langfuse_ops.platform.migration_status:
+    postgres:
+      host: langfuse.abcdefgh.eu-west-1.rds.amazonaws.com
+      user: langfuse
+      password: "{{ langfuse_postgres_password }}"
+      database: langfuse
+      sslmode: verify-full
+      ca_path: /etc/ssl/rds-global-bundle.pem
+    clickhouse:
+      host: clickhouse.example.internal
+      port: 8443
+      https: true
+      user: langfuse
+      password: "{{ langfuse_clickhouse_password }}"
+    min_clickhouse_version: 37
+    expect_postgres_migrations:
+      - 20260721120000_add_boolean_score_widget_views
+"""
+
+RETURN = r"""
+postgres:
+  description: Prisma's migration state in the Postgres database.
+  returned: when O(postgres) is given and could be read
+  type: dict
+  contains:
+    fresh:
+      description: No C(_prisma_migrations) table yet (nothing ever migrated).
+      type: bool
+    applied_count:
+      description: Migrations applied (finished and not rolled back).
+      type: int
+    latest_migration:
+      description: The highest applied migration name (Prisma applies them in name order; names start with a timestamp).
+      type: str
+      sample: 20260721120000_add_boolean_score_widget_views
+    latest_finished_at:
+      description: When RV(postgres.latest_migration) finished (ISO 8601).
+      type: str
+    failed:
+      description: Migrations neither finished nor rolled back and not in progress, with Prisma's C(logs).
+      type: list
+      elements: dict
+      sample: [{migration_name: 20240604133340_backfill_manual_scores, reason: failed, logs: "...", started_at: "...", id: "..."}]
+    in_progress:
+      description: Migrations running now (see the description for how they are told from failed ones).
+      type: list
+      elements: dict
+      sample: [{migration_name: 20260721120000_add_boolean_score_widget_views, running_seconds: 12}]
+    rolled_back:
+      description: Migrations marked rolled back; C(reapplied) says whether a later run applied them again.
+      type: list
+      elements: dict
+    migrate_lock_held:
+      description: Prisma Migrate's advisory lock is held in this database (a C(migrate deploy) is running).
+      type: bool
+    connected_via:
+      description: C(direct), or C(pod <namespace>/<pod>:<port>) through a port-forward.
+      type: str
+clickhouse:
+  description: golang-migrate's state in the ClickHouse database.
+  returned: when O(clickhouse) is given and could be read
+  type: dict
+  contains:
+    fresh:
+      description: No C(schema_migrations) table, an empty one, or version -1 (everything migrated down).
+      type: bool
+    table_exists:
+      description: C(schema_migrations) exists.
+      type: bool
+    version:
+      description: Current migration version (the row with the highest C(sequence)).
+      type: int
+      sample: 37
+    dirty:
+      description: The current migration started and did not finish.
+      type: bool
+    sequence:
+      description: C(sequence) of the current row.
+      type: int
+    engine:
+      description: Table engine of C(schema_migrations).
+      type: str
+      sample: ReplicatedMergeTree
+    replicated:
+      description: The engine is C(Replicated*) (migrations ran with C(CLICKHOUSE_CLUSTER_ENABLED) on).
+      type: bool
+    host:
+      description: C(hostName()) of the server that answered.
+      type: str
+    server_version:
+      description: ClickHouse server version.
+      type: str
+    database:
+      description: The database read.
+      type: str
+    connected_via:
+      description: C(direct), or C(pod <namespace>/<pod>:<port>) through a port-forward.
+      type: str
+settled:
+  description: No migration in progress (no Postgres migration in progress, ClickHouse not dirty).
+  returned: always
+  type: bool
+waited:
+  description: Seconds spent waiting with O(wait).
+  returned: always
+  type: int
+problems:
+  description: Each failed assertion, with its recovery step (C(msg) joins them).
+  returned: failure
+  type: list
+  elements: str
+"""
+
+import base64
+import http.client
+import json
+import ssl
+import time
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.langfuse_ops.platform.plugins.module_utils import k8s_portforward as pf
+from ansible_collections.langfuse_ops.platform.plugins.module_utils import migration_state as ms
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.rows import dict_row
+    HAS_PSYCOPG = True
+    PSYCOPG_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - reported by the module
+    HAS_PSYCOPG = False
+    PSYCOPG_IMPORT_ERROR = exc
+
+
+class ReadError(Exception):
+    """The state could not be read (connection, authentication, query)."""
+
+
+FORWARD_SPEC = dict(
+    namespace=dict(type="str", required=True),
+    service=dict(type="str"),
+    pod=dict(type="str"),
+)
+FORWARD_RULES = dict(mutually_exclusive=[("service", "pod")], required_one_of=[("service", "pod")])
+
+POSTGRES_SPEC = dict(
+    host=dict(type="str"),
+    port=dict(type="int", default=5432),
+    user=dict(type="str", required=True),
+    password=dict(type="str", no_log=True),
+    database=dict(type="str", required=True),
+    schema=dict(type="str", default="public"),
+    sslmode=dict(type="str", default="prefer", choices=["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
+    ca_path=dict(type="path"),
+    connect_timeout=dict(type="int", default=10),
+    forward=dict(type="dict", options=FORWARD_SPEC, **FORWARD_RULES),
+)
+
+CLICKHOUSE_SPEC = dict(
+    host=dict(type="str"),
+    port=dict(type="int", default=8123),
+    user=dict(type="str", default="default"),
+    password=dict(type="str", no_log=True),
+    database=dict(type="str", default="default"),
+    https=dict(type="bool", default=False),
+    validate_certs=dict(type="bool", default=True),
+    ca_path=dict(type="path"),
+    timeout=dict(type="int", default=10),
+    forward=dict(type="dict", options=FORWARD_SPEC, **FORWARD_RULES),
+)
+
+ARGUMENT_SPEC = dict(
+    postgres=dict(type="dict", options=POSTGRES_SPEC),
+    clickhouse=dict(type="dict", options=CLICKHOUSE_SPEC),
+    kubeconfig=dict(type="path"),
+    context=dict(type="str"),
+    wait=dict(type="bool", default=False),
+    wait_timeout=dict(type="int", default=300),
+    wait_interval=dict(type="int", default=5),
+    in_progress_grace=dict(type="int", default=300),
+    expect_no_failed=dict(type="bool", default=True),
+    expect_not_dirty=dict(type="bool", default=True),
+    min_clickhouse_version=dict(type="int"),
+    expect_postgres_migrations=dict(type="list", elements="str", aliases=["expect_postgres_migration"]),
+    expect_replicated=dict(type="bool"),
+)
+
+
+# --- Postgres ---------------------------------------------------------------
+
+PRISMA_ROWS = """
+SELECT id, migration_name, started_at, finished_at, rolled_back_at, logs, applied_steps_count,
+       extract(epoch FROM now() - started_at)::float8 AS age_seconds
+FROM {table} ORDER BY started_at, migration_name
+"""
+
+PRISMA_LOCK_HELD = """
+SELECT EXISTS (
+  SELECT 1 FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+  WHERE l.locktype = 'advisory' AND d.datname = current_database() AND l.granted
+    AND l.classid = %(high)s AND l.objid = %(low)s AND l.objsubid = 1)
+"""
+
+
+def _iso(value):
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def read_postgres(opts, address, port, where, grace):
+    """Returns (state, applied migration names)."""
+    kwargs = dict(
+        host=opts["host"] or address, port=port, user=opts["user"], dbname=opts["database"], sslmode=opts["sslmode"],
+        connect_timeout=opts["connect_timeout"], application_name="langfuse_ops.migration_status",
+    )
+    if address and opts["host"] and address != opts["host"]:
+        # libpq connects to hostaddr and checks the certificate against host.
+        kwargs["hostaddr"] = address
+    if opts["password"] is not None:
+        kwargs["password"] = opts["password"]
+    if opts["ca_path"]:
+        kwargs["sslrootcert"] = opts["ca_path"]
+    try:
+        with psycopg.connect(**kwargs) as conn:
+            conn.read_only = True
+            table = sql.Identifier(opts["schema"], "_prisma_migrations")
+            exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [table.as_string(conn)]).fetchone()[0]
+            if not exists:
+                return ms.fresh_postgres(), set()
+            cur = conn.cursor(row_factory=dict_row)
+            rows = cur.execute(sql.SQL(PRISMA_ROWS).format(table=table)).fetchall()
+            key = ms.PRISMA_MIGRATE_LOCK_KEY
+            lock_held = conn.execute(PRISMA_LOCK_HELD, {"high": key >> 32, "low": key & 0xFFFFFFFF}).fetchone()[0]
+    except psycopg.Error as exc:
+        raise ReadError(f"Postgres {where}, database {opts['database']}: {str(exc).strip()}") from exc
+    for row in rows:
+        for col in ("started_at", "finished_at", "rolled_back_at"):
+            row[col] = _iso(row[col])
+    return ms.classify_prisma_rows(rows, lock_held, grace), ms.applied_names(rows)
+
+
+# --- ClickHouse -------------------------------------------------------------
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to `address` with the certificate checked against `tls_name` (they differ through a port-forward)."""
+
+    def __init__(self, address, port, tls_name, context, timeout):
+        super().__init__(address, port, timeout=timeout, context=context)
+        self._tls_name = tls_name
+        self._tls_context = context
+
+    def connect(self):
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._tls_context.wrap_socket(self.sock, server_hostname=self._tls_name)
+
+
+def _ch_string(value):
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _ch_identifier(value):
+    return "`" + value.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+class ClickHouseHTTP:
+    """SELECTs over one keep-alive HTTP connection (so a Service's replicas cannot answer by turns)."""
+
+    def __init__(self, opts, address, port, where):
+        self.where = f"ClickHouse {where}"
+        if opts["https"]:
+            context = ssl.create_default_context(cafile=opts["ca_path"])
+            if not opts["validate_certs"]:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self.conn = _HTTPSConnection(address, port, opts["host"] or address, context, opts["timeout"])
+        else:
+            self.conn = http.client.HTTPConnection(address, port, timeout=opts["timeout"])
+        credentials = f"{opts['user']}:{opts['password'] or ''}".encode()
+        self.headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode(), "Content-Type": "text/plain"}
+
+    def select(self, query):
+        try:
+            self.conn.request("POST", "/", body=(query + " FORMAT JSON").encode(), headers=self.headers)
+            response = self.conn.getresponse()
+            body = response.read().decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException) as exc:
+            raise ReadError(f"{self.where}: {exc}") from exc
+        if response.status != 200:
+            raise ReadError(f"{self.where} answered HTTP {response.status}: {body.strip()[:500]}")
+        try:
+            return json.loads(body)["data"]
+        except (ValueError, KeyError) as exc:
+            raise ReadError(f"{self.where}: not a JSON answer: {body[:200]!r}") from exc
+
+    def close(self):
+        self.conn.close()
+
+
+def read_clickhouse(opts, address, port, where):
+    client = ClickHouseHTTP(opts, address, port, where)
+    try:
+        info = client.select("SELECT hostName() AS host, version() AS server_version")[0]
+        tables = client.select(
+            f"SELECT engine FROM system.tables WHERE database = {_ch_string(opts['database'])} AND name = 'schema_migrations'")
+        engine = tables[0]["engine"] if tables else None
+        row = None
+        if engine is not None:
+            rows = client.select(
+                f"SELECT version, dirty, sequence FROM {_ch_identifier(opts['database'])}.schema_migrations "
+                "ORDER BY sequence DESC LIMIT 1")
+            row = rows[0] if rows else None
+    finally:
+        client.close()
+    state = ms.summarize_clickhouse(engine, row)
+    state.update(host=info["host"], server_version=info["server_version"], database=opts["database"])
+    return state
+
+
+# --- orchestration ----------------------------------------------------------
+
+def through_target(module, opts, read, *args):
+    """Calls read(opts, address, port, where, *args) directly or through a port-forward; adds connected_via."""
+    forward = opts["forward"]
+    if not forward:
+        where = f"{opts['host']}:{opts['port']}"
+        result = read(opts, opts["host"], opts["port"], where, *args)
+        via = "direct"
+    else:
+        api = kube_api(module)
+        namespace = forward["namespace"]
+        what = f"Service {namespace}/{forward['service']}" if forward["service"] else f"pod {namespace}/{forward['pod']}"
+        try:
+            if forward["service"]:
+                pod, pod_port = pf.service_target(api, namespace, forward["service"], opts["port"])
+            else:
+                pod, pod_port = forward["pod"], opts["port"]
+        except pf.client.exceptions.ApiException as exc:
+            raise ReadError(f"Kubernetes API: {exc.status} {exc.reason} reading {what}") from exc
+        except ConnectionError as exc:
+            raise ReadError(str(exc)) from exc
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            # urllib3 errors when the API server does not answer: worth a retry under wait.
+            raise ReadError(f"Kubernetes API unreachable reading {what}: {exc}") from exc
+        via = f"pod {namespace}/{pod}:{pod_port}"
+        with pf.local_forward(api, namespace, pod, pod_port) as fwd:
+            try:
+                result = read(opts, "127.0.0.1", fwd.port, f"{via} (port-forward)", *args)
+            except ReadError as exc:
+                failures = fwd.failures()
+                raise ReadError(f"{exc}{' | ' + '; '.join(failures) if failures else ''}") from exc
+    state = result[0] if isinstance(result, tuple) else result
+    state["connected_via"] = via
+    return result
+
+
+_API = {}
+
+
+def kube_api(module):
+    if "api" not in _API:
+        if not pf.HAS_KUBERNETES:
+            module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(pf.KUBERNETES_IMPORT_ERROR))
+        try:
+            _API["api"] = pf.core_api(module.params["kubeconfig"], module.params["context"])
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            module.fail_json(msg=f"cannot load the kubeconfig for the port-forward: {exc}")
+    return _API["api"]
+
+
+def read_state(module):
+    params = module.params
+    result, applied = {}, set()
+    if params["postgres"]:
+        result["postgres"], applied = through_target(module, params["postgres"], read_postgres, params["in_progress_grace"])
+    if params["clickhouse"]:
+        result["clickhouse"] = through_target(module, params["clickhouse"], read_clickhouse)
+    return result, applied
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, required_one_of=[("postgres", "clickhouse")], supports_check_mode=True)
+    params = module.params
+    errors = ms.validate_params(params)
+    if errors:
+        module.fail_json(msg="; ".join(errors))
+    if params["postgres"] and not HAS_PSYCOPG:
+        module.fail_json(msg=missing_required_lib("psycopg"), exception=str(PSYCOPG_IMPORT_ERROR))
+
+    start = time.monotonic()
+    deadline = start + params["wait_timeout"]
+    while True:
+        try:
+            state, applied = read_state(module)
+        except ReadError as exc:
+            if params["wait"] and time.monotonic() < deadline:
+                time.sleep(params["wait_interval"])
+                continue
+            waited = f" (waited {int(time.monotonic() - start)}s)" if params["wait"] else ""
+            module.fail_json(msg=f"could not read the migration state{waited}: {exc}", settled=False,
+                             waited=int(time.monotonic() - start))
+        pending = ms.pending_reasons(state, dirty_counts=params["expect_not_dirty"])
+        if not params["wait"] or not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(params["wait_interval"])
+
+    waited = int(time.monotonic() - start) if params["wait"] else 0
+    result = dict(state, changed=False, settled=not ms.pending_reasons(state), waited=waited)
+    problems = []
+    if "postgres" in state:
+        problems += ms.postgres_problems(state["postgres"], applied, params["expect_no_failed"], params["expect_postgres_migrations"])
+        for entry in state["postgres"]["in_progress"]:
+            if params["wait"]:
+                problems.append(f"Postgres migration {entry['migration_name']} is still in progress after waiting {waited}s "
+                                f"(running {entry['running_seconds']}s); raise wait_timeout, or look at the web pod running it")
+            else:
+                module.warn(f"Postgres migration {entry['migration_name']} is in progress (running {entry['running_seconds']}s); "
+                            "use wait=true to wait for it")
+    if "clickhouse" in state:
+        problems += ms.clickhouse_problems(state["clickhouse"], params["clickhouse"]["database"], params["expect_not_dirty"],
+                                           params["min_clickhouse_version"], params["expect_replicated"],
+                                           waited=waited if params["wait"] else None)
+    if problems:
+        module.fail_json(msg=" | ".join(problems), problems=problems, **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
