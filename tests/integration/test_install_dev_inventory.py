@@ -1,0 +1,161 @@
+"""install.yml with inventories/dev: every data service in the cluster.
+
+inventories/dev is written for kind (molecule/kind). Here it converges on the
+local control plane instead, with only what cannot exist here overridden:
+the kube context, the chart sources (stand-in charts for Langfuse, the
+Altinity operator and CloudNativePG), the cert-manager issuer (none here),
+S3 (moto instead of MinIO) and the vault variables. What runs for real: the
+roles' Helm releases, the Cluster, ClickHouseKeeperInstallation,
+ClickHouseInstallation and Valkey objects on a real API server, and their
+waits, driven by the stand-in operators (tests/standins) that set the status
+fields the real operators set. KWOK starts no containers.
+"""
+import base64
+import json
+import uuid
+
+import pytest
+
+from conftest import REPO, kubectl, run
+from test_install import recap
+
+STANDINS = REPO / "tests" / "standins" / "charts"
+
+
+def overrides(namespace, services):
+    return {
+        "langfuse_namespace": namespace,
+        "langfuse_kubeconfig": services["KUBECONFIG"],
+        "langfuse_kube_context": "",
+        "langfuse_helm_chart_repo_url": "",
+        "langfuse_helm_chart_ref": str(STANDINS / "langfuse-1.5.41"),
+        "langfuse_helm_timeout": "2m",
+        "langfuse_helm_ingress": {"enabled": True, "class_name": "nginx", "cluster_issuer": "",
+                                  "tls_secret_name": "langfuse-tls", "body_size": "100m", "timeout_seconds": 300},
+        "clickhouse_operator_chart_repo_url": "",
+        "clickhouse_operator_chart_ref": str(STANDINS / "altinity-clickhouse-operator-0.25.6"),
+        "clickhouse_operator_wait_timeout": 120,
+        "postgres_cnpg_chart_repo_url": "",
+        "postgres_cnpg_chart_ref": str(STANDINS / "cloudnative-pg-0.29.0"),
+        "postgres_cnpg_wait_timeout": 120,
+        "redis_valkey_wait_timeout": 120,
+        "s3_buckets_endpoint": services["LOCALENV_S3_ENDPOINT"],
+        "s3_buckets_controller_endpoint": services["LOCALENV_S3_ENDPOINT"],
+        "vault_langfuse_redis_password": services["LOCALENV_REDIS_PASSWORD"],
+        "vault_langfuse_clickhouse_password": services["LOCALENV_CLICKHOUSE_PASSWORD"],
+        "vault_langfuse_s3_access_key_id": services["LOCALENV_S3_ACCESS_KEY_ID"],
+        "vault_langfuse_s3_secret_access_key": services["LOCALENV_S3_SECRET_ACCESS_KEY"],
+    }
+
+
+def install_dev(namespace, services, *args, extra=None):
+    variables = {**overrides(namespace, services), **(extra or {})}
+    return run("ansible-playbook", "-i", "inventories/dev", "playbooks/install.yml", "-e", json.dumps(variables), *args,
+               check=False, cwd=REPO, timeout=900)
+
+
+def get(namespace, kind, name):
+    return json.loads(kubectl("-n", namespace, "get", kind, name, "-o", "json").stdout)
+
+
+@pytest.fixture(scope="module")
+def dev_install(cluster, services):
+    namespace = f"it-dev-{uuid.uuid4().hex[:6]}"
+    first = install_dev(namespace, services)
+    assert first.returncode == 0, first.stdout[-5000:]
+    yield namespace, first
+    run("helm", "uninstall", "langfuse", "-n", namespace, "--wait", check=False)
+    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_postgres_is_a_cloudnativepg_cluster_langfuse_reads_by_secret(dev_install):
+    namespace = dev_install[0]
+    pg = get(namespace, "clusters.postgresql.cnpg.io", "langfuse-pg")
+    assert pg["spec"]["instances"] == 1 and pg["spec"]["imageName"].endswith(":17.9-minimal-trixie")
+    assert pg["spec"]["bootstrap"]["initdb"] == {"database": "langfuse", "owner": "langfuse"}
+    assert pg["status"]["phase"] == "Cluster in healthy state" and pg["status"]["readyInstances"] == 1
+    values = json.loads(run("helm", "get", "values", "langfuse", "-n", namespace, "-o", "json").stdout)
+    assert values["postgresql"]["host"] == "langfuse-pg-rw:5432"
+    assert values["postgresql"]["auth"]["existingSecret"] == "langfuse-pg-app"
+    app = get(namespace, "secret", "langfuse-pg-app")["data"]
+    assert base64.b64decode(app["password"]).decode() not in json.dumps(values)
+    # namespace_secrets made no Postgres Secret of its own: the operator's is the only one.
+    assert kubectl("-n", namespace, "get", "secret", "langfuse-postgres", check=False).returncode != 0
+
+
+def test_clickhouse_runs_through_the_operator(dev_install):
+    namespace = dev_install[0]
+    chk = get(namespace, "clickhousekeeperinstallations.clickhouse-keeper.altinity.com", "langfuse")
+    chi = get(namespace, "clickhouseinstallations.clickhouse.altinity.com", "langfuse")
+    assert chk["status"]["status"] == "Completed"
+    cluster = chi["spec"]["configuration"]["clusters"][0]
+    assert cluster["name"] == "default" and cluster["layout"]["shardsCount"] == 1
+    assert chi["status"]["status"] == "Completed" and chi["status"]["taskID"] == chi["spec"]["taskID"]
+    values = json.loads(run("helm", "get", "values", "langfuse", "-n", namespace, "-o", "json").stdout)
+    assert values["clickhouse"]["host"] == "clickhouse-langfuse"
+
+
+def test_redis_is_valkey(dev_install):
+    namespace = dev_install[0]
+    assert get(namespace, "statefulset", "langfuse-valkey")["status"]["readyReplicas"] == 1
+    values = json.loads(run("helm", "get", "values", "langfuse", "-n", namespace, "-o", "json").stdout)
+    assert values["redis"]["host"] == "langfuse-valkey"
+
+
+def test_second_converge_changes_nothing(dev_install, services):
+    namespace = dev_install[0]
+    second = install_dev(namespace, services)
+    assert second.returncode == 0, second.stdout[-5000:]
+    assert recap(second.stdout)["changed"] == 0, second.stdout[-5000:]
+
+
+def test_a_cluster_the_operator_cannot_build_fails_the_install_with_its_phase(cluster, services):
+    namespace = f"it-dev-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", namespace)
+    try:
+        # The stand-in operator's failure switch, set before the role applies the Cluster; the apply keeps it.
+        kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
+            "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+            "metadata": {"name": "langfuse-pg", "annotations": {"localenv.langfuse-ops.io/fail": "true"}},
+            "spec": {"instances": 1}}))
+        proc = install_dev(namespace, services)
+        assert proc.returncode != 0
+        assert 'CloudNativePG reports Cluster %s/langfuse-pg as "Unable to create required cluster objects"' % namespace \
+            in proc.stdout.replace("\n", " ").replace("  ", " "), proc.stdout[-3000:]
+        # It stopped there: no Langfuse release.
+        assert run("helm", "status", "langfuse", "-n", namespace, check=False).returncode != 0
+    finally:
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_an_aborted_clickhouse_change_fails_the_install_and_a_rerun_retries_it(cluster, services):
+    namespace = f"it-dev-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", namespace)
+    try:
+        # The stand-in operator's failure switch: every reconcile of this CHI aborts while it is set.
+        kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
+            "apiVersion": "clickhouse.altinity.com/v1", "kind": "ClickHouseInstallation",
+            "metadata": {"name": "langfuse", "annotations": {"localenv.langfuse-ops.io/abort": "true"}},
+            "spec": {"configuration": {"clusters": [{"name": "default"}]}}}))
+        proc = install_dev(namespace, services)
+        assert proc.returncode != 0
+        text = " ".join(proc.stdout.split())
+        assert "The operator aborted task langfuse-ops-" in text and f"ClickHouseInstallation {namespace}/langfuse" in text, \
+            proc.stdout[-3000:]
+        assert "the re-run retries under a new task ID" in text
+        assert run("helm", "status", "langfuse", "-n", namespace, check=False).returncode != 0
+        aborted_task = get(namespace, "clickhouseinstallations.clickhouse.altinity.com", "langfuse")["spec"]["taskID"]
+
+        # The cause is fixed; the same inventory converges, under a new task ID.
+        kubectl("-n", namespace, "annotate", "chi", "langfuse", "localenv.langfuse-ops.io/abort-")
+        again = install_dev(namespace, services)
+        assert again.returncode == 0, again.stdout[-4000:]
+        chi = get(namespace, "clickhouseinstallations.clickhouse.altinity.com", "langfuse")
+        assert chi["spec"]["taskID"].startswith(aborted_task + "-retry-")
+        assert chi["status"]["status"] == "Completed" and chi["status"]["taskID"] == chi["spec"]["taskID"]
+        # Settled: a third run asks the operator for nothing.
+        third = install_dev(namespace, services)
+        assert third.returncode == 0 and recap(third.stdout)["changed"] == 0, third.stdout[-4000:]
+    finally:
+        run("helm", "uninstall", "langfuse", "-n", namespace, "--wait", check=False)
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
