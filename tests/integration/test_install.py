@@ -117,3 +117,36 @@ def test_check_diff_shows_a_change_and_makes_none(converged):
     hpa = json.loads(kubectl("-n", namespace, "get", "hpa", "langfuse-web", "-o", "json").stdout)
     assert hpa["spec"]["minReplicas"] == 3
     assert json.loads(run("helm", "history", "langfuse", "-n", namespace, "-o", "json").stdout)[-1]["revision"] == 1
+
+
+def test_migrations_ran_once_in_a_job_before_web_and_worker_existed(converged):
+    """The Job's pod completes under KWOK without running anything; the gate then read the
+    real local databases, seeded by services.sh with what a migration run leaves."""
+    namespace = converged[0]
+    jobs = json.loads(kubectl("-n", namespace, "get", "jobs", "-l", "app.kubernetes.io/component=migrate",
+                              "-o", "json").stdout)["items"]
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert job["metadata"]["name"].startswith("langfuse-migrate-3-224-1-")
+    assert job["status"]["succeeded"] == 1 and job["spec"]["backoffLimit"] == 0
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "langfuse/langfuse:3.224.1" and container["args"] == ["true"]
+    assert not {"readinessProbe", "livenessProbe", "startupProbe"} & set(container)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["LANGFUSE_AUTO_POSTGRES_MIGRATION_DISABLED"]["value"] == "false"
+    assert env["LANGFUSE_AUTO_CLICKHOUSE_MIGRATION_DISABLED"]["value"] == "false"
+    # The same database settings as web, and the password only by reference.
+    web = json.loads(kubectl("-n", namespace, "get", "deployment", "langfuse-web", "-o", "json").stdout)
+    web_env = {e["name"]: e for e in web["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for name in ("DATABASE_HOST", "DATABASE_NAME", "CLICKHOUSE_MIGRATION_URL", "CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD"):
+        assert env[name] == web_env[name]
+    assert "valueFrom" in env["DATABASE_PASSWORD"]
+    # Web and worker no longer migrate at start-up.
+    assert web_env["LANGFUSE_AUTO_POSTGRES_MIGRATION_DISABLED"]["value"] == "true"
+    assert web_env["LANGFUSE_AUTO_CLICKHOUSE_MIGRATION_DISABLED"]["value"] == "true"
+    # Migrations finished before the release created web and worker.
+    finished = job["status"]["completionTime"]
+    for component in ("web", "worker"):
+        deploy = json.loads(kubectl("-n", namespace, "get", "deployment", f"langfuse-{component}", "-o", "json").stdout)
+        assert deploy["metadata"]["creationTimestamp"] >= finished

@@ -167,6 +167,36 @@ check_ready() {
   curl -fsS -o /dev/null "http://127.0.0.1:$LOCALENV_S3_PORT/" || die "moto (S3) does not answer on 127.0.0.1:$LOCALENV_S3_PORT"
 }
 
+# No Langfuse container runs on the local control plane, so no migration ever
+# runs here: the install's migration Job completes without migrating. Seed
+# what a migration run of Langfuse 3.224.1 (the local inventory's version)
+# leaves in the two tables the migration gate reads, and nothing else: its
+# latest Prisma migration, and golang-migrate at ClickHouse version 37, clean.
+# Only where they are missing; tests that need other states use databases of
+# their own.
+seed_migration_state() {
+  PGPASSWORD=$LOCALENV_POSTGRES_PASSWORD psql -h 127.0.0.1 -p "$LOCALENV_POSTGRES_PORT" -U postgres -Atqc \
+    "SELECT 1 FROM pg_database WHERE datname = 'langfuse'" | grep -q 1 \
+    || PGPASSWORD=$LOCALENV_POSTGRES_PASSWORD psql -h 127.0.0.1 -p "$LOCALENV_POSTGRES_PORT" -U postgres -qc 'CREATE DATABASE langfuse' \
+    || die "could not create the database langfuse"
+  PGPASSWORD=$LOCALENV_POSTGRES_PASSWORD psql -h 127.0.0.1 -p "$LOCALENV_POSTGRES_PORT" -U postgres -d langfuse -q \
+    -v ON_ERROR_STOP=1 >/dev/null <<'SQL' || die "could not seed _prisma_migrations in the database langfuse"
+CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
+    "id" VARCHAR(36) PRIMARY KEY NOT NULL, "checksum" VARCHAR(64) NOT NULL, "finished_at" TIMESTAMPTZ,
+    "migration_name" VARCHAR(255) NOT NULL, "logs" TEXT, "rolled_back_at" TIMESTAMPTZ,
+    "started_at" TIMESTAMPTZ NOT NULL DEFAULT now(), "applied_steps_count" INTEGER NOT NULL DEFAULT 0);
+INSERT INTO "_prisma_migrations" (id, checksum, finished_at, migration_name, applied_steps_count)
+SELECT '00000000-0000-4000-8000-000000000001', repeat('0', 64), now(), '20260721120000_add_boolean_score_widget_views', 1
+WHERE NOT EXISTS (SELECT 1 FROM "_prisma_migrations");
+SQL
+  local ch=(curl -fsS -u "default:$LOCALENV_CLICKHOUSE_PASSWORD" "http://127.0.0.1:$LOCALENV_CLICKHOUSE_HTTP_PORT/")
+  "${ch[@]}" --data-binary 'CREATE TABLE IF NOT EXISTS default.schema_migrations (version Int64, dirty UInt8, sequence UInt64) ENGINE = MergeTree ORDER BY sequence' >/dev/null \
+    || die "could not create schema_migrations in ClickHouse"
+  [ "$("${ch[@]}" --data-binary 'SELECT count() FROM default.schema_migrations')" != 0 ] \
+    || "${ch[@]}" --data-binary 'INSERT INTO default.schema_migrations VALUES (37, 0, 1)' >/dev/null \
+    || die "could not seed schema_migrations in ClickHouse"
+}
+
 up() {
   mkdir -p "$SVC"; chmod 755 "$LOCALENV_STATE" "$SVC"
   "$LOCALENV_DIR/system-packages.sh"
@@ -175,6 +205,7 @@ up() {
   set -a; . "$ENV_FILE"; set +a
   start_postgres; start_redis; start_clickhouse; start_s3
   check_ready
+  seed_migration_state
   log "services ready; settings: $ENV_FILE"
 }
 
