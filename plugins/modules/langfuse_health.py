@@ -10,6 +10,8 @@ short_description: Check Langfuse's health endpoint and the version it reports
 description:
   - Calls C(/api/public/health) of a Ready Langfuse web pod through the Kubernetes API server's port-forward
     (so the controller needs no route to the pods), or at O(url) when given.
+  - With O(component=worker), calls the worker's C(/api/health) on port 3030 instead. The worker reports no version,
+    so O(expected_version) is then checked against the image tag of the Ready pod that answered.
   - Retries until the endpoint answers C(status=OK) and, with O(expected_version), reports that version.
   - Read-only; runs the same in check mode.
 version_added: 0.1.0
@@ -20,17 +22,20 @@ options:
     type: str
     default: langfuse
   release_name:
-    description: Helm release name; selects the web pods by C(app.kubernetes.io/instance).
+    description: Helm release name; selects the pods by C(app.kubernetes.io/instance).
     type: str
     default: langfuse
-  port:
-    description: The web container's port.
-    type: int
-    default: 3000
-  path:
-    description: Health path.
+  component:
+    description: Which pods to check.
     type: str
-    default: /api/public/health
+    choices: [web, worker]
+    default: web
+  port:
+    description: The container's port; 3000 for web, 3030 for the worker when omitted.
+    type: int
+  path:
+    description: Health path; C(/api/public/health) for web, C(/api/health) for the worker when omitted.
+    type: str
   url:
     description: Call this URL (e.g. the public https URL) instead of a pod through port-forward.
     type: str
@@ -81,7 +86,7 @@ status:
   type: str
   sample: OK
 version:
-  description: The C(version) the endpoint reported.
+  description: The C(version) the web endpoint reported; for the worker, the image tag of the pod that answered.
   returned: success
   type: str
   sample: 3.224.1
@@ -109,14 +114,18 @@ def check_once(module, api):
         response = open_url(params["url"].rstrip("/") + params["path"], validate_certs=params["validate_certs"], timeout=10)
         status, version = pf.parse_health(response.read().decode())
         return status, version, None
-    selector = f"app.kubernetes.io/name=langfuse,app.kubernetes.io/instance={params['release_name']},app=web"
+    component = params["component"]
+    selector = f"app.kubernetes.io/name=langfuse,app.kubernetes.io/instance={params['release_name']},app={component}"
     pods = pf.ready_pods(api, params["namespace"], selector)
     if not pods:
-        raise ConnectionError(f"no Ready web pod in namespace {params['namespace']} (selector {selector})")
+        raise ConnectionError(f"no Ready {component} pod in namespace {params['namespace']} (selector {selector})")
     code, body = pf.http_get(api, params["namespace"], pods[0], params["port"], params["path"])
     if code != 200:
         raise ConnectionError(f"{params['path']} on {pods[0]} answered HTTP {code}: {body[:200]}")
     status, version = pf.parse_health(body)
+    if component == "worker":
+        pod = api.read_namespaced_pod(pods[0], params["namespace"])
+        version = pod.spec.containers[0].image.rsplit(":", 1)[-1]
     return status, version, pods[0]
 
 
@@ -125,8 +134,9 @@ def main():
         argument_spec=dict(
             namespace=dict(type="str", default="langfuse"),
             release_name=dict(type="str", default="langfuse"),
-            port=dict(type="int", default=3000),
-            path=dict(type="str", default="/api/public/health"),
+            component=dict(type="str", choices=["web", "worker"], default="web"),
+            port=dict(type="int"),
+            path=dict(type="str"),
             url=dict(type="str"),
             expected_version=dict(type="str"),
             retries=dict(type="int", default=30),
@@ -138,6 +148,9 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    worker = params["component"] == "worker"
+    params["port"] = params["port"] or (3030 if worker else 3000)
+    params["path"] = params["path"] or ("/api/health" if worker else "/api/public/health")
     api = None
     if not params["url"]:
         if not pf.HAS_KUBERNETES:
@@ -148,7 +161,7 @@ def main():
     for attempt in range(1, max(params["retries"], 1) + 1):
         try:
             status, version, pod = check_once(module, api)
-            if status != "OK":
+            if str(status).upper() != "OK":
                 last = f"status is {status!r}"
             elif params["expected_version"] and version != params["expected_version"]:
                 last = f"it reports version {version}, not {params['expected_version']}"

@@ -10,7 +10,8 @@ server answers like Langfuse does:
   Deployment actually rolled out, as the real endpoint would report it.
   A forwarded connection carries no word of which pod it was meant for, so
   tests keep one Langfuse version on the cluster at a time.
-* GET /api/public/ready, /api/health, /api/ready -> {"status": "OK"}.
+* GET /api/public/ready -> {"status": "OK"}; the worker's /api/health and
+  /api/ready -> {"status": "ok"}.
 
 Usage: langfuse_web.py PORT (KUBECONFIG names the cluster)
 """
@@ -37,8 +38,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/api/public/health":
             version = deployed_version()
             self.reply(200 if version else 503, {"status": "OK" if version else "NOT_READY", "version": version})
-        elif self.path in ("/api/public/ready", "/api/health", "/api/ready"):
+        elif self.path == "/api/public/ready":
             self.reply(200, {"status": "OK"})
+        elif self.path in ("/api/health", "/api/ready"):
+            # The worker's endpoints answer in lower case (worker/src/api/index.ts).
+            self.reply(200, {"status": "ok"})
         else:
             self.reply(404, {"message": "not found"})
 
