@@ -9,55 +9,10 @@ exists, with a message naming the migration and the recovery command.
 import json
 import uuid
 
-import psycopg
-import pytest
-import requests
-
-from conftest import kubectl, run
+from conftest import ch, kubectl, pg, run
 from test_install import install
 
-PRISMA_DDL = """
-CREATE TABLE "_prisma_migrations" (
-    "id" VARCHAR(36) PRIMARY KEY NOT NULL, "checksum" VARCHAR(64) NOT NULL, "finished_at" TIMESTAMPTZ,
-    "migration_name" VARCHAR(255) NOT NULL, "logs" TEXT, "rolled_back_at" TIMESTAMPTZ,
-    "started_at" TIMESTAMPTZ NOT NULL DEFAULT now(), "applied_steps_count" INTEGER NOT NULL DEFAULT 0)
-"""
 FAILED_MIGRATION = "20260721120000_add_boolean_score_widget_views"
-
-
-def pg(services, database="postgres"):
-    return psycopg.connect(host="127.0.0.1", port=int(services["LOCALENV_POSTGRES_PORT"]), user="postgres",
-                           password=services["LOCALENV_POSTGRES_PASSWORD"], dbname=database, autocommit=True)
-
-
-def ch(services, query):
-    response = requests.post(f"http://127.0.0.1:{services['LOCALENV_CLICKHOUSE_HTTP_PORT']}/", data=query,
-                             auth=("default", services["LOCALENV_CLICKHOUSE_PASSWORD"]), timeout=30)
-    assert response.ok, response.text
-    return response.text
-
-
-@pytest.fixture
-def databases(cluster, services):
-    """A Postgres database and a ClickHouse database of this test, migrated cleanly to start with."""
-    name = f"gate_{uuid.uuid4().hex[:8]}"
-    with pg(services) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    with pg(services, name) as conn:
-        conn.execute(PRISMA_DDL)
-        conn.execute("""INSERT INTO _prisma_migrations (id, checksum, migration_name, finished_at, applied_steps_count)
-                        VALUES (%s, %s, '20260709124500_add_billing_exhausted_evaluator_block_reason', now(), 1)""",
-                     (str(uuid.uuid4()), "0" * 64))
-    ch(services, f"CREATE DATABASE {name}")
-    ch(services, f"CREATE TABLE {name}.schema_migrations (version Int64, dirty UInt8, sequence UInt64) "
-                 "ENGINE = MergeTree ORDER BY sequence")
-    ch(services, f"INSERT INTO {name}.schema_migrations VALUES (36, 0, 1)")
-    namespace = f"it-gate-{uuid.uuid4().hex[:6]}"
-    yield name, namespace
-    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-    with pg(services) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    ch(services, f"DROP DATABASE IF EXISTS {name}")
 
 
 def install_on(databases, **extra):

@@ -1,0 +1,139 @@
+"""upgrade.yml on the local control plane: order, availability, rollback, gates, idempotence.
+
+One release installed at 3.224.1 (inventories/local), then upgraded in steps.
+KWOK runs no container: the Langfuse pods are played by the stand-in server
+(it reports the image tag as the version), and the migration Jobs complete
+without migrating while the gate reads the real local databases (seeded by
+services.sh; the dirty case seeds a database of its own). Orders and
+availability are read from the cluster's own timestamps and status.
+"""
+import json
+import threading
+import time
+import uuid
+
+import pytest
+
+from conftest import REPO, ch, kubectl, run
+from test_install import install, recap
+
+
+def upgrade(namespace, version, *args, extra=None):
+    variables = {"langfuse_namespace": namespace, "langfuse_helm_app_version": version, "upgrade_observe_seconds": 5,
+                 **(extra or {})}
+    return run("ansible-playbook", "-i", "inventories/local", "playbooks/upgrade.yml", "-e", json.dumps(variables), *args,
+               check=False, cwd=REPO, timeout=1200)
+
+
+def deployment(namespace, component):
+    return json.loads(kubectl("-n", namespace, "get", "deployment", f"langfuse-{component}", "-o", "json").stdout)
+
+
+def image_tag(namespace, component):
+    return deployment(namespace, component)["spec"]["template"]["spec"]["containers"][0]["image"].rsplit(":", 1)[1]
+
+
+def history(namespace):
+    return json.loads(run("helm", "history", "langfuse", "-n", namespace, "-o", "json").stdout)
+
+
+class WebAvailability:
+    """Samples the web Deployment's available replicas while a playbook runs."""
+
+    def __init__(self, namespace):
+        self.namespace, self.samples, self.stop = namespace, [], threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop.is_set():
+            proc = kubectl("-n", self.namespace, "get", "deployment", "langfuse-web", "-o", "json", check=False)
+            if proc.returncode == 0:
+                self.samples.append(json.loads(proc.stdout)["status"].get("availableReplicas", 0))
+            time.sleep(0.3)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+@pytest.fixture(scope="module")
+def installed(cluster, services):
+    namespace = f"it-up-{uuid.uuid4().hex[:6]}"
+    first = install(namespace)
+    assert first.returncode == 0, first.stdout[-4000:]
+    yield namespace
+    run("helm", "uninstall", "langfuse", "-n", namespace, "--wait", check=False)
+    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_upgrading_to_the_deployed_version_changes_nothing(installed):
+    proc = upgrade(installed, "3.224.1")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert recap(proc.stdout)["changed"] == 0
+    assert "3.224.1 -> 3.224.1" in proc.stdout and "already there, nothing changed" in proc.stdout
+    assert len(history(installed)) == 1
+
+
+def test_no_backup_and_no_skip_refuses_before_any_change(installed):
+    proc = upgrade(installed, "3.225.4")
+    assert proc.returncode != 0
+    assert "No backup CronJob" in " ".join(proc.stdout.split())
+    assert len(history(installed)) == 1
+    assert not [j for j in json.loads(kubectl("-n", installed, "get", "jobs", "-o", "json").stdout)["items"]
+                if j["metadata"]["name"].startswith("langfuse-migrate-3-225-4")]
+
+
+def test_a_dirty_clickhouse_stops_the_upgrade_before_the_worker_moves(installed, databases, services):
+    name = databases[0]
+    ch(services, f"INSERT INTO {name}.schema_migrations VALUES (37, 1, 2)")
+    databases_of_the_test = {"clickhouse_operator_database": name, "postgres_database": name}
+    proc = upgrade(installed, "3.225.4", extra={"upgrade_skip_backup": True, **databases_of_the_test})
+    assert proc.returncode != 0
+    text = " ".join(proc.stdout.split())
+    assert "dirty" in text and "force 36" in text, proc.stdout[-3000:]
+    assert len(history(installed)) == 1
+    assert (image_tag(installed, "worker"), image_tag(installed, "web")) == ("3.224.1", "3.224.1")
+
+
+def test_upgrade_moves_the_worker_first_and_the_web_stays_available(installed):
+    replicas = deployment(installed, "web")["spec"]["replicas"]
+    with WebAvailability(installed) as web:
+        proc = upgrade(installed, "3.225.4", extra={"upgrade_skip_backup": True})
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "Health: OK, version 3.225.4" in proc.stdout
+    assert "Backup: SKIPPED (upgrade_skip_backup)" in proc.stdout
+    assert (image_tag(installed, "worker"), image_tag(installed, "web")) == ("3.225.4", "3.225.4")
+    # The worker's new ReplicaSet was fully available before the web's new one existed.
+    worker = deployment(installed, "worker")
+    worker_done = next(c["lastUpdateTime"] for c in worker["status"]["conditions"]
+                       if c["type"] == "Progressing" and c["reason"] == "NewReplicaSetAvailable")
+    replica_sets = json.loads(kubectl("-n", installed, "get", "rs", "-l", "app=web", "-o", "json").stdout)["items"]
+    new_web = [rs for rs in replica_sets if rs["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":3.225.4")]
+    assert len(new_web) == 1
+    assert worker_done <= new_web[0]["metadata"]["creationTimestamp"], (worker_done, new_web[0]["metadata"]["creationTimestamp"])
+    # The web never fell below what its PDB allows (maxUnavailable 1) while the upgrade ran.
+    assert len(web.samples) > 20
+    assert min(web.samples) >= replicas - 1, web.samples
+    assert [h["status"] for h in history(installed)][-1] == "deployed"
+
+
+def test_new_web_pods_never_ready_roll_the_release_back(installed):
+    before = history(installed)[-1]["revision"]
+    replicas = deployment(installed, "web")["spec"]["replicas"]
+    never_ready = {"langfuse": {"web": {"pod": {"labels": {"localenv.langfuse-ops.io/never-ready": "true"}}}}}
+    with WebAvailability(installed) as web:
+        proc = upgrade(installed, "3.226.0", extra={"upgrade_skip_backup": True, "langfuse_helm_values": never_ready})
+    assert proc.returncode != 0
+    text = " ".join(proc.stdout.split())
+    assert 'failed at step "web to 3.226.0"' in text, proc.stdout[-4000:]
+    assert f"The release is back at revision {before} (web 3.225.4, worker 3.225.4)" in text
+    assert "migrations are not rolled back" in text
+    last = history(installed)[-1]
+    assert last["status"] == "deployed" and last["description"] == f"Rollback to {before}"
+    assert (image_tag(installed, "worker"), image_tag(installed, "web")) == ("3.225.4", "3.225.4")
+    # The old web pods kept serving throughout.
+    assert min(web.samples) >= replicas - 1, web.samples
