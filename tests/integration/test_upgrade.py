@@ -8,6 +8,7 @@ services.sh; the dirty case seeds a database of its own). Orders and
 availability are read from the cluster's own timestamps and status.
 """
 import json
+import re
 import threading
 import time
 import uuid
@@ -85,6 +86,28 @@ def test_no_backup_and_no_skip_refuses_before_any_change(installed):
     assert len(history(installed)) == 1
     assert not [j for j in json.loads(kubectl("-n", installed, "get", "jobs", "-o", "json").stdout)["items"]
                 if j["metadata"]["name"].startswith("langfuse-migrate-3-225-4")]
+
+
+def test_check_diff_shows_the_planned_change_and_makes_none(installed):
+    proc = upgrade(installed, "3.225.4", "--check", "--diff", extra={"upgrade_skip_backup": True})
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert re.search(r"^-\s+tag: 3\.224\.1$", proc.stdout, flags=re.M) and re.search(r"^\+\s+tag: 3\.225\.4$", proc.stdout, flags=re.M)
+    assert "would run now" in proc.stdout
+    assert len(history(installed)) == 1
+    assert (image_tag(installed, "worker"), image_tag(installed, "web")) == ("3.224.1", "3.224.1")
+    assert not [j for j in json.loads(kubectl("-n", installed, "get", "jobs", "-o", "json").stdout)["items"]
+                if j["metadata"]["name"].startswith("langfuse-migrate-3-225-4")]
+
+
+def test_a_major_jump_needs_to_be_asked_for(installed):
+    # The data services declared new enough for v4, so only the major-jump gate can refuse.
+    v4 = {"upgrade_skip_backup": True, "langfuse_helm_release_line": "v4", "langfuse_helm_chart_version": "2.0.0",
+          "clickhouse_operator_server_version": "25.12"}
+    proc = upgrade(installed, "4.4.0", extra=v4)
+    assert proc.returncode != 0
+    text = " ".join(proc.stdout.split())
+    assert "Langfuse 3.224.1 -> 4.4.0 is a major upgrade" in text and "-e upgrade_allow_major=true" in text, proc.stdout[-3000:]
+    assert len(history(installed)) == 1
 
 
 def test_a_dirty_clickhouse_stops_the_upgrade_before_the_worker_moves(installed, databases, services):
