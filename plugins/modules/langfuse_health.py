@@ -16,6 +16,8 @@ description:
   - Read-only; runs the same in check mode.
 version_added: 0.1.0
 author: langfuse_ops.platform maintainers (@langfuse-ops)
+extends_documentation_fragment:
+  - langfuse_ops.platform.k8s_read_only
 options:
   namespace:
     description: Namespace of the Langfuse release.
@@ -50,23 +52,10 @@ options:
     description: Seconds between tries.
     type: int
     default: 5
-  kubeconfig:
-    description: Path to the kubeconfig; the client's defaults when omitted.
-    type: path
-  context:
-    description: kubeconfig context.
-    type: str
   validate_certs:
     description: Verify TLS certificates when O(url) is https.
     type: bool
     default: true
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so there is nothing to diff.
 requirements:
   - kubernetes (Python)
 """

@@ -27,6 +27,8 @@ description:
     recovery step (C(prisma migrate resolve ...) or C(migrate ... force ...), run from the Langfuse web image).
 version_added: 0.1.0
 author: langfuse_ops.platform maintainers (@langfuse-ops)
+extends_documentation_fragment:
+  - langfuse_ops.platform.k8s_read_only
 options:
   postgres:
     description:
@@ -139,12 +141,6 @@ options:
           pod:
             description: Pod to forward to; O(clickhouse.port) is then the pod's port.
             type: str
-  kubeconfig:
-    description: Path to the kubeconfig for the port-forward; the client's defaults when omitted.
-    type: path
-  context:
-    description: kubeconfig context for the port-forward.
-    type: str
   wait:
     description:
       - Poll until no migration is in progress (no Postgres migration in progress, ClickHouse not dirty) and fail if
@@ -190,13 +186,6 @@ options:
       - Fail unless C(schema_migrations) is (V(true)) or is not (V(false)) a C(Replicated*) table, that is unless
         migrations ran with C(CLICKHOUSE_CLUSTER_ENABLED) on (V(true)) or off (V(false)). Not checked when omitted.
     type: bool
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so there is nothing to diff.
 notes:
   - The Postgres session is read-only; the ClickHouse queries are SELECTs only.
   - ClickHouse queries go over one keep-alive connection, so behind a Service they are all answered by the same

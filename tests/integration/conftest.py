@@ -4,6 +4,7 @@ The environment (tests/localenv) must be up: `make localenv-up`. A test that
 needs it and cannot reach it fails, it does not skip, so the suite cannot go
 green without a real cluster and real services behind it.
 """
+import json
 import os
 import subprocess
 import uuid
@@ -44,6 +45,12 @@ def run(*args, check=True, timeout=120, **kwargs):
 
 def kubectl(*args, **kwargs):
     return run("kubectl", *args, **kwargs)
+
+
+def playbook(name, variables, *args, inventory="local"):
+    """ansible-playbook playbooks/<name>.yml -i inventories/<inventory> -e <variables as JSON> [args]."""
+    return run("ansible-playbook", "-i", f"inventories/{inventory}", f"playbooks/{name}.yml", "-e", json.dumps(variables),
+               *args, check=False, cwd=REPO, timeout=1200)
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,11 @@ import uuid
 
 import pytest
 
-from conftest import REPO, kubectl, run
+from conftest import kubectl, playbook, run
 
 
 def install(namespace, *args, extra=None):
-    extra = {"langfuse_namespace": namespace, **(extra or {})}
-    return run("ansible-playbook", "-i", "inventories/local", "playbooks/install.yml", "-e", json.dumps(extra), *args,
-               check=False, cwd=REPO, timeout=900)
+    return playbook("install", {"langfuse_namespace": namespace, **(extra or {})}, *args)
 
 
 def recap(output):

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import REPO, kubectl, run
+from conftest import REPO, kubectl, playbook, run
 from test_install import recap
 
 STANDINS = REPO / "tests" / "standins" / "charts"
@@ -53,9 +53,7 @@ def overrides(namespace, services):
 
 
 def install_dev(namespace, services, *args, extra=None):
-    variables = {**overrides(namespace, services), **(extra or {})}
-    return run("ansible-playbook", "-i", "inventories/dev", "playbooks/install.yml", "-e", json.dumps(variables), *args,
-               check=False, cwd=REPO, timeout=900)
+    return playbook("install", {**overrides(namespace, services), **(extra or {})}, *args, inventory="dev")
 
 
 def get(namespace, kind, name):
@@ -113,53 +111,44 @@ def test_second_converge_changes_nothing(dev_install, services):
     assert recap(second.stdout)["changed"] == 0, second.stdout[-5000:]
 
 
-def test_a_cluster_the_operator_cannot_build_fails_the_install_with_its_phase(cluster, services):
-    namespace = f"it-dev-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", namespace)
-    try:
-        # The stand-in operator's failure switch, set before the role applies the Cluster; the apply keeps it.
-        kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
-            "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
-            "metadata": {"name": "langfuse-pg", "annotations": {"localenv.langfuse-ops.io/fail": "true"}},
-            "spec": {"instances": 1}}))
-        proc = install_dev(namespace, services)
-        assert proc.returncode != 0
-        assert 'CloudNativePG reports Cluster %s/langfuse-pg as "Unable to create required cluster objects"' % namespace \
-            in proc.stdout.replace("\n", " ").replace("  ", " "), proc.stdout[-3000:]
-        # It stopped there: no Langfuse release.
-        assert run("helm", "status", "langfuse", "-n", namespace, check=False).returncode != 0
-    finally:
-        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+def test_a_cluster_the_operator_cannot_build_fails_the_install_with_its_phase(dev_install, namespace, services):
+    """dev_install first: its run installed the operators whose CRDs this test applies to."""
+    # The stand-in operator's failure switch, set before the role applies the Cluster; the apply keeps it.
+    kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+        "metadata": {"name": "langfuse-pg", "annotations": {"localenv.langfuse-ops.io/fail": "true"}},
+        "spec": {"instances": 1}}))
+    proc = install_dev(namespace, services)
+    assert proc.returncode != 0
+    assert 'CloudNativePG reports Cluster %s/langfuse-pg as "Unable to create required cluster objects"' % namespace \
+        in proc.stdout.replace("\n", " ").replace("  ", " "), proc.stdout[-3000:]
+    # It stopped there: no Langfuse release.
+    assert run("helm", "status", "langfuse", "-n", namespace, check=False).returncode != 0
 
 
-def test_an_aborted_clickhouse_change_fails_the_install_and_a_rerun_retries_it(cluster, services):
-    namespace = f"it-dev-{uuid.uuid4().hex[:6]}"
-    kubectl("create", "namespace", namespace)
-    try:
-        # The stand-in operator's failure switch: every reconcile of this CHI aborts while it is set.
-        kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
-            "apiVersion": "clickhouse.altinity.com/v1", "kind": "ClickHouseInstallation",
-            "metadata": {"name": "langfuse", "annotations": {"localenv.langfuse-ops.io/abort": "true"}},
-            "spec": {"configuration": {"clusters": [{"name": "default"}]}}}))
-        proc = install_dev(namespace, services)
-        assert proc.returncode != 0
-        text = " ".join(proc.stdout.split())
-        assert "The operator aborted task langfuse-ops-" in text and f"ClickHouseInstallation {namespace}/langfuse" in text, \
-            proc.stdout[-3000:]
-        assert "the re-run retries under a new task ID" in text
-        assert run("helm", "status", "langfuse", "-n", namespace, check=False).returncode != 0
-        aborted_task = get(namespace, "clickhouseinstallations.clickhouse.altinity.com", "langfuse")["spec"]["taskID"]
+def test_an_aborted_clickhouse_change_fails_the_install_and_a_rerun_retries_it(dev_install, namespace, services):
+    """dev_install first: its run installed the operators whose CRDs this test applies to."""
+    # The stand-in operator's failure switch: every reconcile of this CHI aborts while it is set.
+    kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "clickhouse.altinity.com/v1", "kind": "ClickHouseInstallation",
+        "metadata": {"name": "langfuse", "annotations": {"localenv.langfuse-ops.io/abort": "true"}},
+        "spec": {"configuration": {"clusters": [{"name": "default"}]}}}))
+    proc = install_dev(namespace, services)
+    assert proc.returncode != 0
+    text = " ".join(proc.stdout.split())
+    assert "The operator aborted task langfuse-ops-" in text and f"ClickHouseInstallation {namespace}/langfuse" in text, \
+        proc.stdout[-3000:]
+    assert "the re-run retries under a new task ID" in text
+    assert run("helm", "status", "langfuse", "-n", namespace, check=False).returncode != 0
+    aborted_task = get(namespace, "clickhouseinstallations.clickhouse.altinity.com", "langfuse")["spec"]["taskID"]
 
-        # The cause is fixed; the same inventory converges, under a new task ID.
-        kubectl("-n", namespace, "annotate", "chi", "langfuse", "localenv.langfuse-ops.io/abort-")
-        again = install_dev(namespace, services)
-        assert again.returncode == 0, again.stdout[-4000:]
-        chi = get(namespace, "clickhouseinstallations.clickhouse.altinity.com", "langfuse")
-        assert chi["spec"]["taskID"].startswith(aborted_task + "-retry-")
-        assert chi["status"]["status"] == "Completed" and chi["status"]["taskID"] == chi["spec"]["taskID"]
-        # Settled: a third run asks the operator for nothing.
-        third = install_dev(namespace, services)
-        assert third.returncode == 0 and recap(third.stdout)["changed"] == 0, third.stdout[-4000:]
-    finally:
-        run("helm", "uninstall", "langfuse", "-n", namespace, "--wait", check=False)
-        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    # The cause is fixed; the same inventory converges, under a new task ID.
+    kubectl("-n", namespace, "annotate", "chi", "langfuse", "localenv.langfuse-ops.io/abort-")
+    again = install_dev(namespace, services)
+    assert again.returncode == 0, again.stdout[-4000:]
+    chi = get(namespace, "clickhouseinstallations.clickhouse.altinity.com", "langfuse")
+    assert chi["spec"]["taskID"].startswith(aborted_task + "-retry-")
+    assert chi["status"]["status"] == "Completed" and chi["status"]["taskID"] == chi["spec"]["taskID"]
+    # Settled: a third run asks the operator for nothing.
+    third = install_dev(namespace, services)
+    assert third.returncode == 0 and recap(third.stdout)["changed"] == 0, third.stdout[-4000:]

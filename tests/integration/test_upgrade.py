@@ -15,15 +15,14 @@ import uuid
 
 import pytest
 
-from conftest import REPO, ch, kubectl, run
+from conftest import ch, kubectl, playbook, run
 from test_install import install, recap
 
 
 def upgrade(namespace, version, *args, extra=None):
     variables = {"langfuse_namespace": namespace, "langfuse_helm_app_version": version, "upgrade_observe_seconds": 5,
                  **(extra or {})}
-    return run("ansible-playbook", "-i", "inventories/local", "playbooks/upgrade.yml", "-e", json.dumps(variables), *args,
-               check=False, cwd=REPO, timeout=1200)
+    return playbook("upgrade", variables, *args)
 
 
 def deployment(namespace, component):
