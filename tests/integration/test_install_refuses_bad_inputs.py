@@ -23,8 +23,7 @@ INGRESS = {"enabled": True, "class_name": "nginx", "cluster_issuer": "", "tls_se
            "timeout_seconds": 60}
 WORKER = {"replicas": 1, "resources": {}, "autoscaling": "hpa",
           "hpa": {"min_replicas": 1, "max_replicas": 2, "target_cpu_percent": 70},
-          "keda": {"min_replicas": 1, "max_replicas": 2, "list_length_target": 10, "queues": ["ingestion-queue"],
-                   "key_prefix": "bull"}}
+          "keda": {"min_replicas": 1, "max_replicas": 2, "list_length_target": 10, "queues": ["ingestion-queue"]}}
 V4 = {"langfuse_helm_release_line": "v4", "langfuse_helm_chart_version": "2.0.0", "langfuse_helm_app_version": "4.4.0",
       "postgres_server_version": "15", "clickhouse_operator_server_version": "26.4"}
 
