@@ -16,11 +16,14 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 venv: $(VENV)/.installed $(COLLECTION_LINK)
 
-$(VENV)/.installed: requirements/runtime.txt requirements/test.txt requirements/constraints.txt
+$(VENV)/.installed: requirements/runtime.txt requirements/test.txt requirements/constraints.txt requirements/awscli.txt
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is needed ($(PYTHON) not found)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements/test.txt -c requirements/constraints.txt
+	$(PYTHON) -m venv .build/awscli
+	.build/awscli/bin/pip install -q -r requirements/awscli.txt
+	ln -sfn $(CURDIR)/.build/awscli/bin/aws $(VENV)/bin/aws
 	touch $@
 
 $(COLLECTION_LINK):

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Restores a backup-clickhouse.sh backup: RESTORE DATABASE ... AS <side
+# database> FROM S3(...) (an incremental brings its base backups along), then
+# EXCHANGE TABLES swaps each restored table with the live one, then each
+# table's rows are printed next to the manifest's count, taken as the backup began.
+#
+#   restore-clickhouse.sh run      restore BACKUP_ID (<chain>/<id>; "latest" or empty: the newest complete)
+#   restore-clickhouse.sh latest   print the newest complete backup
+#
+# Environment as backup-clickhouse.sh.
+source "$(dirname "$0")/backup-lib.sh"
+
+DB=${CLICKHOUSE_DATABASE:-default}
+
+latest() {
+  local newest
+  newest=$(ch_complete | tail -n1)
+  [ -n "$newest" ] || die "no complete ClickHouse backup under $(s3_base clickhouse)/"
+  echo "$newest"
+}
+
+restore() {
+  need S3_BUCKET
+  local backup=${BACKUP_ID:-latest}
+  [ "$backup" != latest ] || backup=$(latest)
+  s3_exists "$(s3_base clickhouse)/$backup.json" || die "backup $backup has no manifest under $(s3_base clickhouse)/: incomplete or absent"
+  # Restored beside the live tables first, then swapped in table by table: a
+  # restore that fails leaves the live data as it was, and the replaced tables
+  # stay in the side database until you drop it.
+  local side answer op
+  side="${DB}_before_restore_$(backup_id | tr 'TZ' 'tz')"
+  log "restoring $backup into database $side"
+  answer=$(ch_query "RESTORE DATABASE \`$DB\` AS \`$side\`$(ch_on_cluster) FROM $(ch_s3 "clickhouse/$backup") ASYNC" 120) \
+    || die "ClickHouse refused the restore: $answer"
+  op=$(printf '%s' "$answer" | cut -f1)
+  ch_wait "$op" RESTORED
+  local restored live table
+  restored=$(ch_query "SELECT name FROM system.tables WHERE database = '$side' FORMAT TSV" 60) || die "ClickHouse: $restored"
+  live=$(ch_query "SELECT name FROM system.tables WHERE database = '$DB' FORMAT TSV" 60) || die "ClickHouse: $live"
+  for table in $restored; do
+    if grep -qx "$table" <<<"$live"; then
+      ch_query "EXCHANGE TABLES \`$DB\`.\`$table\` AND \`$side\`.\`$table\`$(ch_on_cluster)" 600 >/dev/null
+    else
+      ch_query "RENAME TABLE \`$side\`.\`$table\` TO \`$DB\`.\`$table\`$(ch_on_cluster)" 600 >/dev/null
+    fi || die "ClickHouse: swapping in $DB.$table failed; tables swapped so far hold the backup, the others live data ($side has the rest)"
+  done
+  log "swapped in $(printf '%s\n' "$restored" | grep -c .) tables; the replaced ones are in $side: drop it once the restore is checked"
+  log "restored $backup; rows now (the manifest's counts were taken as the backup began):"
+  ch_query "SELECT name, total_rows FROM system.tables WHERE database = '$DB' AND engine LIKE '%MergeTree' ORDER BY name FORMAT TSV" 60
+  s3 s3 cp --only-show-errors "$(s3_base clickhouse)/$backup.json" - | sed -n 's/.*"tables": \(.*\)}$/manifest: \1/p'
+}
+
+case "${1:-}" in
+  latest) latest ;;
+  run) restore ;;
+  *) die "usage: $0 run|latest" ;;
+esac
