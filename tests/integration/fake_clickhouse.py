@@ -55,7 +55,7 @@ class FakeClickHouse:
             if verb == "BACKUP" and not self.fail_backup:
                 url, key_id, secret = S3_ARGS.search(q).groups()
                 parts = urlsplit(url)
-                bucket, _, prefix = parts.path.lstrip("/").partition("/")
+                bucket, prefix = parts.path.lstrip("/").split("/", 1)
                 s3 = boto3.client("s3", endpoint_url=f"{parts.scheme}://{parts.netloc}", aws_access_key_id=key_id,
                                   aws_secret_access_key=secret, region_name="us-east-1")
                 s3.put_object(Bucket=bucket, Key=prefix + ".backup", Body=b"<backup/>")

@@ -60,8 +60,24 @@ def get(namespace, kind, name):
     return json.loads(kubectl("-n", namespace, "get", kind, name, "-o", "json").stdout)
 
 
+BARMAN_PLUGIN_SERVICE = {
+    "apiVersion": "v1", "kind": "Service",
+    "metadata": {"name": "barman-cloud", "namespace": "cnpg-system",
+                 "labels": {"app": "barman-cloud", "cnpg.io/pluginName": "barman-cloud.cloudnative-pg.io"}},
+    "spec": {"selector": {"app": "barman-cloud"}, "ports": [{"port": 9090, "targetPort": 9090}]},
+}
+
+
 @pytest.fixture(scope="module")
-def dev_install(cluster, services):
+def barman_cloud_plugin(cluster):
+    """The Barman Cloud plugin as the operator sees it: its Service beside the operator (its CRD is a stand-in
+    under tests/localenv/manifests/crds). The plugin itself cannot run here."""
+    kubectl("create", "namespace", "cnpg-system", check=False)
+    kubectl("apply", "-f", "-", input=json.dumps(BARMAN_PLUGIN_SERVICE))
+
+
+@pytest.fixture(scope="module")
+def dev_install(cluster, services, barman_cloud_plugin):
     namespace = f"it-dev-{uuid.uuid4().hex[:6]}"
     first = install_dev(namespace, services)
     assert first.returncode == 0, first.stdout[-5000:]
@@ -83,6 +99,35 @@ def test_postgres_is_a_cloudnativepg_cluster_langfuse_reads_by_secret(dev_instal
     assert base64.b64decode(app["password"]).decode() not in json.dumps(values)
     # namespace_secrets made no Postgres Secret of its own: the operator's is the only one.
     assert kubectl("-n", namespace, "get", "secret", "langfuse-postgres", check=False).returncode != 0
+
+
+def test_backups_are_a_scheduled_plugin_backup_with_wal_archiving(dev_install):
+    namespace = dev_install[0]
+    pg = get(namespace, "clusters.postgresql.cnpg.io", "langfuse-pg")
+    assert pg["spec"]["plugins"] == [{"name": "barman-cloud.cloudnative-pg.io", "enabled": True, "isWALArchiver": True,
+                                      "parameters": {"barmanObjectName": "langfuse-pg-backups"}}]
+    store = get(namespace, "objectstores.barmancloud.cnpg.io", "langfuse-pg-backups")["spec"]
+    assert store["configuration"]["destinationPath"] == f"s3://langfuse-backups/{namespace}/postgres-cnpg"
+    assert store["configuration"]["s3Credentials"]["secretAccessKey"] == {"name": "langfuse-s3", "key": "secret-access-key"}
+    scheduled = get(namespace, "scheduledbackups.postgresql.cnpg.io", "langfuse-pg-daily")["spec"]
+    assert (scheduled["method"], scheduled["cluster"], scheduled["pluginConfiguration"]) == (
+        "plugin", {"name": "langfuse-pg"}, {"name": "barman-cloud.cloudnative-pg.io"})
+    # pg_dump is for external Postgres only; ClickHouse still backs up by CronJob.
+    cronjobs = json.loads(kubectl("-n", namespace, "get", "cronjobs", "-o", "json").stdout)["items"]
+    assert sorted(c["metadata"]["name"] for c in cronjobs) == ["langfuse-backup-clickhouse-full",
+                                                               "langfuse-backup-clickhouse-incremental"]
+
+
+def test_backup_playbook_backs_up_the_cluster_through_the_plugin(dev_install, services):
+    namespace = dev_install[0]
+    proc = playbook("backup", overrides(namespace, services), inventory="dev")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    backups = json.loads(kubectl("-n", namespace, "get", "backups.postgresql.cnpg.io", "-l",
+                                 "langfuse-ops.io/backup-reason=on-demand", "-o", "json").stdout)["items"]
+    assert [(b["spec"]["method"], b["status"]["phase"]) for b in backups] == [("plugin", "completed")]
+    jobs = json.loads(kubectl("-n", namespace, "get", "jobs", "-l", "langfuse-ops.io/backup-reason=on-demand",
+                              "-o", "json").stdout)["items"]
+    assert [j["metadata"]["labels"]["app.kubernetes.io/instance"] for j in jobs] == ["langfuse-backup-clickhouse-incremental"]
 
 
 def test_clickhouse_runs_through_the_operator(dev_install):

@@ -79,7 +79,17 @@ def test_upgrading_to_the_deployed_version_changes_nothing(installed):
 
 
 def test_no_backup_and_no_skip_refuses_before_any_change(installed):
-    proc = upgrade(installed, "3.225.4")
+    selector = "app.kubernetes.io/component=backup"
+    cronjobs = json.loads(kubectl("-n", installed, "get", "cronjobs", "-l", selector, "-o", "json").stdout)
+    assert len(cronjobs["items"]) == 3  # install.yml made them (backup_cron is on by default)
+    kubectl("-n", installed, "delete", "cronjobs", "-l", selector)
+    try:
+        proc = upgrade(installed, "3.225.4")
+    finally:  # the later tests back up with them
+        for item in cronjobs["items"]:
+            for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields"):
+                item["metadata"].pop(key, None)
+        kubectl("-n", installed, "create", "-f", "-", input=json.dumps(cronjobs))
     assert proc.returncode != 0
     assert "No backup CronJob" in " ".join(proc.stdout.split())
     assert len(history(installed)) == 1
@@ -124,10 +134,20 @@ def test_a_dirty_clickhouse_stops_the_upgrade_before_the_worker_moves(installed,
 def test_upgrade_moves_the_worker_first_and_the_web_stays_available(installed):
     replicas = deployment(installed, "web")["spec"]["replicas"]
     with WebAvailability(installed) as web:
-        proc = upgrade(installed, "3.225.4", extra={"upgrade_skip_backup": True})
+        proc = upgrade(installed, "3.225.4")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "Health: OK, version 3.225.4" in proc.stdout
-    assert "Backup: SKIPPED (upgrade_skip_backup)" in proc.stdout
+    # Backed up first: a Job from each backup CronJob but the weekly full (the incremental starts a chain when
+    # there is none), all complete before the migration Job started.
+    jobs = json.loads(kubectl("-n", installed, "get", "jobs", "-l", "langfuse-ops.io/backup-reason=pre-upgrade",
+                              "-o", "json").stdout)["items"]
+    assert sorted(j["metadata"]["labels"]["app.kubernetes.io/instance"] for j in jobs) == [
+        "langfuse-backup-clickhouse-incremental", "langfuse-backup-postgres"]
+    migrate = json.loads(kubectl("-n", installed, "get", "job", "-o", "json").stdout)["items"]
+    migrate = [j for j in migrate if j["metadata"]["name"].startswith("langfuse-migrate-3-225-4")]
+    assert len(migrate) == 1
+    assert max(j["status"]["completionTime"] for j in jobs) <= migrate[0]["metadata"]["creationTimestamp"]
+    assert " completed" in " ".join(proc.stdout.split()).split("Backup:")[1][:400]
     assert (image_tag(installed, "worker"), image_tag(installed, "web")) == ("3.225.4", "3.225.4")
     # The worker's new ReplicaSet was fully available before the web's new one existed.
     worker = deployment(installed, "worker")

@@ -33,6 +33,20 @@ s3_exists() { s3 s3 ls "$1" >/dev/null 2>&1; }
 
 backup_id() { date -u +%Y%m%dT%H%M%SZ; }
 
+# The two halves of a streamed backup or restore, the FIFO between them, here in one place (what the
+# Job's two containers do with a shared emptyDir): `run_halves <script> <background half> <foreground half>`.
+make_fifo() { [ -p "$FIFO" ] || mkfifo "$FIFO" 2>/dev/null || [ -p "$FIFO" ] || die "cannot create the FIFO $FIFO"; }
+run_halves() {
+  local rc=0 background
+  STREAM_DIR=$(mktemp -d); FIFO=$STREAM_DIR/dump; export STREAM_DIR
+  make_fifo
+  "$1" "$2" & background=$!
+  "$1" "$3" || rc=$?
+  wait "$background" || [ "$rc" -ne 0 ] || rc=1
+  rm -rf "$STREAM_DIR"
+  return "$rc"
+}
+
 # The version the running Langfuse reports, or "unknown": recorded so a restore
 # can refuse a backup taken by a newer Langfuse than the one deployed.
 langfuse_version() {

@@ -19,8 +19,6 @@ source "$(dirname "$0")/backup-lib.sh"
 STREAM_DIR=${STREAM_DIR:-/stream}
 FIFO=$STREAM_DIR/dump
 
-make_fifo() { [ -p "$FIFO" ] || mkfifo "$FIFO" 2>/dev/null || [ -p "$FIFO" ] || die "cannot create the FIFO $FIFO"; }
-
 dump() {
   need PGHOST PGDATABASE PGUSER
   make_fifo
@@ -107,12 +105,6 @@ retention() {
 case "${1:-}" in
   dump) dump ;;
   upload) upload ;;
-  run)
-    STREAM_DIR=$(mktemp -d); FIFO=$STREAM_DIR/dump; export STREAM_DIR
-    make_fifo
-    "$0" dump & dumper=$!
-    rc=0; "$0" upload || rc=$?
-    wait "$dumper" || [ "$rc" -ne 0 ] || rc=1
-    rm -rf "$STREAM_DIR"; exit "$rc" ;;
+  run) run_halves "$0" dump upload ;;
   *) die "usage: $0 dump|upload|run" ;;
 esac

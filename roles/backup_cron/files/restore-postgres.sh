@@ -15,8 +15,6 @@ source "$(dirname "$0")/backup-lib.sh"
 STREAM_DIR=${STREAM_DIR:-/stream}
 FIFO=$STREAM_DIR/dump
 
-make_fifo() { [ -p "$FIFO" ] || mkfifo "$FIFO" 2>/dev/null || [ -p "$FIFO" ] || die "cannot create the FIFO $FIFO"; }
-
 latest() {
   local id newest=""
   for id in $(s3_folders "$(s3_base postgres)"); do
@@ -97,12 +95,6 @@ case "${1:-}" in
   latest) latest ;;
   download) download ;;
   restore) restore ;;
-  run)
-    STREAM_DIR=$(mktemp -d); FIFO=$STREAM_DIR/dump; export STREAM_DIR
-    make_fifo
-    "$0" download & downloader=$!
-    rc=0; "$0" restore || rc=$?
-    wait "$downloader" || [ "$rc" -ne 0 ] || rc=1
-    rm -rf "$STREAM_DIR"; exit "$rc" ;;
+  run) run_halves "$0" download restore ;;
   *) die "usage: $0 latest|download|restore|run" ;;
 esac
