@@ -2,7 +2,7 @@
 # Builds, once per version, the binaries of the local test cluster from their
 # official Go modules and caches them under $LOCALENV_CACHE:
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
-#   kwok, kwokctl, helm.
+#   kwok, kwokctl, helm, promtool.
 # A binary already in the cache is not rebuilt, so a warm run takes seconds.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -111,9 +111,22 @@ build_helm() {
   install_dir "$dir" "$tmp"
 }
 
+promtool_bin_dir() { echo "$LOCALENV_CACHE/promtool/$LOCALENV_PROMTOOL_VERSION"; }
+
+build_promtool() {
+  local dir; dir=$(promtool_bin_dir)
+  cached "$dir" promtool && { log "promtool $LOCALENV_PROMTOOL_VERSION: cached"; return; }
+  log "promtool $LOCALENV_PROMTOOL_VERSION: building (github.com/prometheus/prometheus, ~10-15 min cold on 2 cores)"
+  local tmp; tmp=$(mktemp -d "$LOCALENV_CACHE/tmp.XXXX")
+  GOBIN="$tmp" GOFLAGS='' go install -trimpath \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=$LOCALENV_PROMTOOL_VERSION" \
+    "github.com/prometheus/prometheus/cmd/promtool@$LOCALENV_PROMTOOL_VERSION"
+  install_dir "$dir" "$tmp"
+}
+
 main() {
   local start=$SECONDS targets=("$@")
-  [ ${#targets[@]} -gt 0 ] || targets=(etcd kwok helm kubernetes)
+  [ ${#targets[@]} -gt 0 ] || targets=(etcd kwok helm promtool kubernetes)
   mkdir -p "$LOCALENV_CACHE"
   if ! cached "$(k8s_bin_dir)" kubectl || ! cached "$(etcd_bin_dir)" etcd; then check_proxy; fi
   for t in "${targets[@]}"; do "build_$t"; done

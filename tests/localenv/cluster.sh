@@ -27,7 +27,7 @@ api_up() { [ -f "$KUBECONFIG_PATH" ] && kctl get --raw /readyz >/dev/null 2>&1; 
 print_env() {
   cat <<ENV
 export KUBECONFIG=$KUBECONFIG_PATH
-export PATH=$(k8s_bin_dir):$(helm_bin_dir):$(kwok_bin_dir):\$PATH
+export PATH=$(k8s_bin_dir):$(helm_bin_dir):$(kwok_bin_dir):$LOCALENV_CACHE/promtool/$LOCALENV_PROMTOOL_VERSION:\$PATH
 ENV
 }
 
@@ -73,6 +73,15 @@ start_standins() {
   start_standin cnpg-operator "$LOCALENV_DIR/../standins/cnpg_operator.py"
 }
 
+# CRDs of what the cluster does not run (stand-ins under manifests/crds/): applied on
+# every `up`, so a cluster that is already up gets new or changed ones too.
+apply_crds() {
+  local dir="$LOCALENV_DIR/manifests/crds"
+  compgen -G "$dir/*.yaml" >/dev/null || return 0
+  kctl apply -f "$dir" >/dev/null
+  kctl wait --for=condition=Established -f "$dir" --timeout=60s >/dev/null
+}
+
 stop_standins() {
   local pid
   for pid in "$LOCALENV_STATE"/standin-*.pid; do
@@ -84,7 +93,7 @@ stop_standins() {
 
 up() {
   local start=$SECONDS
-  if api_up; then start_standins; log "cluster '$LOCALENV_CLUSTER_NAME' already up"; print_env; return; fi
+  if api_up; then apply_crds; start_standins; log "cluster '$LOCALENV_CLUSTER_NAME' already up"; print_env; return; fi
   "$LOCALENV_DIR/build-binaries.sh"
   # A cluster whose processes are gone (machine restarted) is thrown away.
   "$KWOKCTL" delete cluster --name "$LOCALENV_CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1 || true
@@ -97,6 +106,7 @@ up() {
     --wait 120s >"$LOCALENV_STATE/kwokctl-create.log" 2>&1 \
     || { tail -n 30 "$LOCALENV_STATE/kwokctl-create.log" >&2; die "kwokctl could not create the cluster (full log: $LOCALENV_STATE/kwokctl-create.log)"; }
   seed_cluster
+  apply_crds
   start_standins
   log "cluster up in $((SECONDS - start))s; kubeconfig: $KUBECONFIG_PATH"
   print_env
