@@ -12,11 +12,14 @@ fields the real operators set. KWOK starts no containers.
 """
 import base64
 import json
+import time
 import uuid
 
 import pytest
 
 from conftest import REPO, kubectl, playbook, run
+from fake_clickhouse import FakeClickHouse
+from test_backup_scripts import script_env, sh
 from test_install import recap
 
 STANDINS = REPO / "tests" / "standins" / "charts"
@@ -197,3 +200,43 @@ def test_an_aborted_clickhouse_change_fails_the_install_and_a_rerun_retries_it(d
     # Settled: a third run asks the operator for nothing.
     third = install_dev(namespace, services)
     assert third.returncode == 0 and recap(third.stdout)["changed"] == 0, third.stdout[-4000:]
+
+
+def test_restore_recovers_a_new_cluster_to_the_clickhouse_backup_and_switches_langfuse(dev_install, services):
+    """Runs last: it switches the module's install to a recovered Cluster."""
+    namespace = dev_install[0]
+    # A completed plugin Backup exists (the backup playbook's test); the ClickHouse backup starts after it.
+    time.sleep(1.1)
+    env = script_env(services, "langfuse-backups", S3_PREFIX=namespace)
+    fake = FakeClickHouse()
+    try:
+        backup = sh("backup-clickhouse.sh", "incremental", env=env | {"CLICKHOUSE_URL": fake.url, "CLICKHOUSE_USER": "default"})
+    finally:
+        fake.close()
+    chain, backup_id = backup.stdout.strip().split("/")
+    target = f"{backup_id[:4]}-{backup_id[4:6]}-{backup_id[6:8]}T{backup_id[9:11]}:{backup_id[11:13]}:{backup_id[13:15]}Z"
+    before = {d: get(namespace, "deployment", f"langfuse-{d}")["spec"]["replicas"] for d in ("web", "worker")}
+
+    proc = playbook("restore", {**overrides(namespace, services), "restore_confirm": namespace,
+                                "restore_check_migrations": False}, inventory="dev")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    recovered = f"langfuse-pg-r{backup_id[4:8]}{backup_id[9:15]}"
+    cluster = get(namespace, "clusters.postgresql.cnpg.io", recovered)
+    assert cluster["spec"]["bootstrap"] == {"recovery": {"source": "origin", "database": "langfuse", "owner": "langfuse",
+                                                         "recoveryTarget": {"targetTime": target}}}
+    [origin] = cluster["spec"]["externalClusters"]
+    assert (origin["name"], origin["plugin"]["name"], origin["plugin"]["parameters"]) == (
+        "origin", "barman-cloud.cloudnative-pg.io", {"barmanObjectName": "langfuse-pg-backups", "serverName": "langfuse-pg"})
+    assert get(namespace, "clusters.postgresql.cnpg.io", "langfuse-pg")["metadata"]["name"] == "langfuse-pg"  # kept
+    values = json.loads(run("helm", "get", "values", "langfuse", "-n", namespace, "-o", "json").stdout)
+    assert f"{recovered}-rw" in json.dumps(values["postgresql"]) and f"{recovered}-app" in json.dumps(values["postgresql"])
+    assert {d: get(namespace, "deployment", f"langfuse-{d}")["spec"]["replicas"] for d in ("web", "worker")} == before
+    text = " ".join(proc.stdout.split())
+    assert f"set postgres_cnpg_cluster_name: {recovered} in the inventory" in text
+
+    # Converging the old name again would point Langfuse back at the pre-restore data: refused.
+    again = install_dev(namespace, services)
+    assert again.returncode != 0
+    assert f"restore.yml switched Langfuse to the CloudNativePG Cluster {recovered}" in " ".join(again.stdout.split())
+    assert f"{recovered}-rw" in run("helm", "get", "values", "langfuse", "-n", namespace, "-o", "json").stdout
+    assert install_dev(namespace, services, extra={"postgres_cnpg_cluster_name": recovered}).returncode == 0
