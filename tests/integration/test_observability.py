@@ -178,8 +178,9 @@ def series(name, value, **labels):
 
 def rule_tests(ns):
     """Input series and expected alerts: each alert fires on a bad series and stays quiet on healthy ones."""
-    key = lambda queue, kind, namespace=ns: {"namespace": namespace, "key": f"bull:{queue}:{kind}",  # noqa: E731
-                                             "service": "langfuse-redis-exporter"}
+    def key(queue, kind, namespace=ns):
+        return {"namespace": namespace, "key": f"bull:{queue}:{kind}", "service": "langfuse-redis-exporter"}
+
     backlog = {
         "interval": "1m",
         "input_series": [
@@ -220,7 +221,9 @@ def rule_tests(ns):
              "exp_alerts": [{"exp_labels": {**web, "severity": "critical"}}]},
         ],
     }
-    cronjob = lambda name: {"namespace": ns, "cronjob": name}  # noqa: E731
+    def cronjob(name):
+        return {"namespace": ns, "cronjob": name}
+
     backups = {
         "interval": "1h",
         "input_series": [

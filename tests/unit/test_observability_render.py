@@ -114,7 +114,7 @@ def test_cluster_mode_with_tls_prefix_operator_clickhouse_and_cloudnativepg(tmp_
 
 def test_sentinel_needs_an_address_for_the_exporter(tmp_path):
     sentinel = {**FACTS["redis_connection"], "mode": "sentinel", "nodes": ["s1:26379"]}
-    proc, _ = render(tmp_path, redis_connection=sentinel)
+    proc, _rendered = render(tmp_path, redis_connection=sentinel)
     assert proc.returncode != 0
     assert "observability_redis_exporter_addr is \"\"" in proc.stdout and "Sentinel" in proc.stdout
     proc, data = render(tmp_path, redis_connection=sentinel, observability_redis_exporter_addr="replica-1.example:6379")
@@ -156,7 +156,7 @@ def test_keeper_podmonitor_when_its_port_is_set(tmp_path):
     ({"observability_queues": "ingestion-queue"}, "observability_queues is"),
 ])
 def test_bad_inputs_are_refused_naming_the_variable(tmp_path, overrides, message):
-    proc, _ = render(tmp_path, **overrides)
+    proc, _rendered = render(tmp_path, **overrides)
     assert proc.returncode != 0
     assert message in proc.stdout, proc.stdout[-3000:]
 
