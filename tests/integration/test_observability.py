@@ -221,6 +221,7 @@ def rule_tests(ns):
              "exp_alerts": [{"exp_labels": {**web, "severity": "critical"}}]},
         ],
     }
+
     def cronjob(name):
         return {"namespace": ns, "cronjob": name}
 
