@@ -4,6 +4,7 @@ The environment (tests/localenv) must be up: `make localenv-up`. A test that
 needs it and cannot reach it fails, it does not skip, so the suite cannot go
 green without a real cluster and real services behind it.
 """
+import contextlib
 import json
 import os
 import subprocess
@@ -51,6 +52,18 @@ def playbook(name, variables, *args, inventory="local"):
     """ansible-playbook playbooks/<name>.yml -i inventories/<inventory> -e <variables as JSON> [args]."""
     return run("ansible-playbook", "-i", f"inventories/{inventory}", f"playbooks/{name}.yml", "-e", json.dumps(variables),
                *args, check=False, cwd=REPO, timeout=1200)
+
+
+@contextlib.contextmanager
+def installed_release(namespace, **variables):
+    """install.yml into `namespace` (inventories/local, plus `variables`); yields its output, uninstalls after."""
+    first = playbook("install", {"langfuse_namespace": namespace, **variables})
+    assert first.returncode == 0, first.stdout[-4000:]
+    try:
+        yield first.stdout
+    finally:
+        run("helm", "uninstall", "langfuse", "-n", namespace, "--wait", check=False)
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import kubectl, playbook, run
+from conftest import installed_release, kubectl, playbook, run
 
 
 def install(namespace, *args, extra=None):
@@ -33,11 +33,8 @@ def app_secret(namespace):
 @pytest.fixture(scope="module")
 def converged(cluster, services):
     namespace = f"it-{uuid.uuid4().hex[:8]}"
-    first = install(namespace)
-    assert first.returncode == 0, first.stdout[-4000:]
-    yield namespace, first.stdout
-    run("helm", "uninstall", "langfuse", "-n", namespace, "--wait", check=False)
-    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    with installed_release(namespace) as output:
+        yield namespace, output
 
 
 def test_first_converge_changes_and_reports(converged):

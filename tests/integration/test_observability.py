@@ -20,7 +20,7 @@ import uuid
 import pytest
 import yaml
 
-from conftest import kubectl, playbook, run
+from conftest import installed_release, kubectl, playbook, run
 from test_install import recap
 
 QUEUES = ["ingestion-queue", "otel-ingestion-queue", "evaluation-execution-queue", "trace-upsert", "batch-export-queue"]
@@ -59,11 +59,8 @@ def promtool(*args, cwd):
 @pytest.fixture(scope="module")
 def observed(cluster, services):
     namespace = f"it-obs-{uuid.uuid4().hex[:6]}"
-    first = install(namespace)
-    assert first.returncode == 0, first.stdout[-4000:]
-    yield namespace, first.stdout
-    run("helm", "uninstall", "langfuse", "-n", namespace, "--wait", check=False)
-    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    with installed_release(namespace, observability_enabled=True) as output:
+        yield namespace, output
 
 
 def test_first_run_creates_and_reports_what_it_manages(observed):

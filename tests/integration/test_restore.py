@@ -18,7 +18,7 @@ import uuid
 import boto3
 import pytest
 
-from conftest import kubectl, playbook, run
+from conftest import installed_release, kubectl, playbook
 from fake_clickhouse import FakeClickHouse
 from test_backup_scripts import script_env, sh
 from test_install import recap
@@ -51,28 +51,25 @@ def restore_jobs(namespace):
 def installed(cluster, services):
     namespace = f"it-rs-{uuid.uuid4().hex[:6]}"
     buckets = {kind: f"it-rs-{kind}-{namespace[-6:]}" for kind in ("events", "media", "exports")}
-    first = playbook("install", {"langfuse_namespace": namespace, "s3_buckets_names": buckets})
-    assert first.returncode == 0, first.stdout[-4000:]
-    s3 = s3_client(services)
-    s3.put_object(Bucket=buckets["events"], Key="events/trace-1.json", Body=b"v1")
-    s3.put_object(Bucket=buckets["media"], Key="media/image.png", Body=b"image")
-    time.sleep(1.1)
-    env = script_env(services, "langfuse-backups", "langfuse", S3_PREFIX=namespace)
-    postgres = sh("backup-postgres.sh", "run", env=env).stdout.strip()
-    fake = FakeClickHouse()
-    try:
-        ch_env = env | {"CLICKHOUSE_URL": fake.url, "CLICKHOUSE_USER": "default"}
-        clickhouse = sh("backup-clickhouse.sh", "incremental", env=ch_env).stdout.strip()
-    finally:
-        fake.close()
-    time.sleep(1.1)
-    # What happened after the backups, which the restore must undo in S3.
-    s3.put_object(Bucket=buckets["events"], Key="events/trace-1.json", Body=b"v2")
-    s3.put_object(Bucket=buckets["events"], Key="events/trace-2.json", Body=b"new")
-    s3.delete_object(Bucket=buckets["media"], Key="media/image.png")
-    yield {"namespace": namespace, "buckets": buckets, "postgres": postgres, "clickhouse": clickhouse, "s3": s3}
-    run("helm", "uninstall", "langfuse", "-n", namespace, "--wait", check=False)
-    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    with installed_release(namespace, s3_buckets_names=buckets):
+        s3 = s3_client(services)
+        s3.put_object(Bucket=buckets["events"], Key="events/trace-1.json", Body=b"v1")
+        s3.put_object(Bucket=buckets["media"], Key="media/image.png", Body=b"image")
+        time.sleep(1.1)
+        env = script_env(services, "langfuse-backups", "langfuse", S3_PREFIX=namespace)
+        postgres = sh("backup-postgres.sh", "run", env=env).stdout.strip()
+        fake = FakeClickHouse()
+        try:
+            ch_env = env | {"CLICKHOUSE_URL": fake.url, "CLICKHOUSE_USER": "default"}
+            clickhouse = sh("backup-clickhouse.sh", "incremental", env=ch_env).stdout.strip()
+        finally:
+            fake.close()
+        time.sleep(1.1)
+        # What happened after the backups, which the restore must undo in S3.
+        s3.put_object(Bucket=buckets["events"], Key="events/trace-1.json", Body=b"v2")
+        s3.put_object(Bucket=buckets["events"], Key="events/trace-2.json", Body=b"new")
+        s3.delete_object(Bucket=buckets["media"], Key="media/image.png")
+        yield {"namespace": namespace, "buckets": buckets, "postgres": postgres, "clickhouse": clickhouse, "s3": s3}
 
 
 def restore(installed, *args, **variables):

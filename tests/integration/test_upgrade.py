@@ -15,8 +15,8 @@ import uuid
 
 import pytest
 
-from conftest import ch, kubectl, playbook, run
-from test_install import install, recap
+from conftest import ch, installed_release, kubectl, playbook, run
+from test_install import recap
 
 
 def upgrade(namespace, version, *args, extra=None):
@@ -63,11 +63,8 @@ class WebAvailability:
 @pytest.fixture(scope="module")
 def installed(cluster, services):
     namespace = f"it-up-{uuid.uuid4().hex[:6]}"
-    first = install(namespace)
-    assert first.returncode == 0, first.stdout[-4000:]
-    yield namespace
-    run("helm", "uninstall", "langfuse", "-n", namespace, "--wait", check=False)
-    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+    with installed_release(namespace):
+        yield namespace
 
 
 def test_upgrading_to_the_deployed_version_changes_nothing(installed):
