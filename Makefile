@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: venv binaries cluster-up cluster-down services-up services-down localenv-up localenv-down \
-        local-install lint syntax sanity unit integration molecule test clean
+        local-install lint syntax sanity unit integration molecule test upstream-check clean
 
 venv: $(VENV)/.installed $(COLLECTION_LINK)
 
@@ -82,6 +82,13 @@ molecule: localenv-up
 
 test: venv
 	tests/run-all.sh
+
+# The collection against the official charts (a langfuse-k8s git repository at UPSTREAM, never
+# committed here): not part of `make test`, since CI has no copy of them. See tests/upstream/check.py.
+upstream-check: localenv-up
+	@[ -n "$(UPSTREAM)" ] || { echo "usage: make upstream-check UPSTREAM=<a langfuse-k8s git repository>"; exit 2; }
+	source <($(LOCALENV)/cluster.sh env) && source <($(LOCALENV)/services.sh env) && \
+	  python tests/upstream/check.py "$(UPSTREAM)" $(UPSTREAM_ARGS)
 
 clean: localenv-down
 	rm -rf .build
