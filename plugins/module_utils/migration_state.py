@@ -206,6 +206,47 @@ def clickhouse_problems(state, database, expect_not_dirty, min_version, expect_r
     return problems
 
 
+def classify_background_migrations(rows):
+    """Summarises background_migrations rows (None: no such table, a Langfuse older than them).
+
+    The worker runs background migrations at start, one at a time, and records them in Postgres
+    (name, finished_at, failed_at, failed_reason, locked_at); upstream asks that they finish before the
+    next upgrade (self-hosting/upgrade/background-migrations). A row neither finished nor failed is
+    unfinished: running while locked_at is set, waiting otherwise.
+    """
+    if rows is None:
+        return {"table_exists": False, "total": 0, "finished": [], "unfinished": [], "failed": []}
+    finished, unfinished, failed = [], [], []
+    for row in sorted(rows, key=lambda r: r["name"]):
+        if row.get("failed_at"):
+            failed.append({"name": row["name"], "failed_at": row["failed_at"], "failed_reason": row.get("failed_reason")})
+        elif row.get("finished_at"):
+            finished.append(row["name"])
+        else:
+            unfinished.append({"name": row["name"], "locked_at": row.get("locked_at"),
+                               "running": bool(row.get("locked_at"))})
+    return {"table_exists": True, "total": len(rows), "finished": finished, "unfinished": unfinished, "failed": failed}
+
+
+def background_problems(state):
+    """Messages for each background migration that is not done, naming it and what to do."""
+    problems = []
+    for entry in state["failed"]:
+        problems.append(
+            f"Background migration {entry['name']} failed at {entry['failed_at']}: {_excerpt(entry['failed_reason'])}. "
+            "Upgrade only once it has finished: fix the cause (for large rows, upstream advises a smaller "
+            f"{{\"batchSize\": 2500}} in the args column of its background_migrations row), then retry it from the "
+            "Langfuse UI (version tag -> Background Migrations) and let the worker finish it.")
+    for entry in state["unfinished"]:
+        how = (f"running since {entry['locked_at']} (locked by a worker)" if entry["running"]
+               else "not started or waiting for a worker")
+        problems.append(
+            f"Background migration {entry['name']} has not finished: {how}. Upstream asks that background migrations "
+            "finish before the next upgrade; watch it in the Langfuse UI (version tag -> Background Migrations) or the "
+            "worker logs, and run the upgrade when it is done.")
+    return problems
+
+
 def pending_reasons(result, dirty_counts=True):
     """Why the migrations are not settled yet (empty when they are).
 
@@ -234,6 +275,8 @@ def validate_params(params):
         errors.append("expect_replicated needs clickhouse")
     if params.get("expect_postgres_migrations") and not params.get("postgres"):
         errors.append("expect_postgres_migrations needs postgres")
+    if params.get("expect_background_migrations_done") and not params.get("postgres"):
+        errors.append("expect_background_migrations_done needs postgres")
     for name, low in (("wait_timeout", 0), ("wait_interval", 1), ("in_progress_grace", 0)):
         if params.get(name) is not None and params[name] < low:
             errors.append(f"{name} must be at least {low}")

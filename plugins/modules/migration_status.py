@@ -167,6 +167,13 @@ options:
     description: Fail when a Postgres migration failed or was interrupted (and is not rolled back).
     type: bool
     default: true
+  expect_background_migrations_done:
+    description:
+      - Fail unless every background migration (Postgres table C(background_migrations), run by the worker) has
+        finished, naming each failed or unfinished one. Upstream asks that they finish before the next upgrade.
+      - Needs O(postgres). A database without the table (a Langfuse older than background migrations) passes.
+    type: bool
+    default: false
   expect_not_dirty:
     description:
       - Fail when ClickHouse's current migration is dirty (with O(wait), once waiting did not clear it).
@@ -268,6 +275,13 @@ postgres:
     migrate_lock_held:
       description: Prisma Migrate's advisory lock is held in this database (a C(migrate deploy) is running).
       type: bool
+    background_migrations:
+      description:
+        - The worker's background migrations (table C(background_migrations)); C(table_exists) false on a Langfuse
+          older than them.
+        - C(finished) lists names; C(unfinished) has C(name), C(locked_at), C(running); C(failed) has C(name),
+          C(failed_at), C(failed_reason).
+      type: dict
     connected_via:
       description: C(direct), or C(pod <namespace>/<pod>:<port>) through a port-forward.
       type: str
@@ -395,6 +409,7 @@ ARGUMENT_SPEC = dict(
     wait_interval=dict(type="int", default=5),
     in_progress_grace=dict(type="int", default=300),
     expect_no_failed=dict(type="bool", default=True),
+    expect_background_migrations_done=dict(type="bool", default=False),
     expect_not_dirty=dict(type="bool", default=True),
     min_clickhouse_version=dict(type="int"),
     expect_postgres_migrations=dict(type="list", elements="str", aliases=["expect_postgres_migration"]),
@@ -408,6 +423,10 @@ PRISMA_ROWS = """
 SELECT id, migration_name, started_at, finished_at, rolled_back_at, logs, applied_steps_count,
        extract(epoch FROM now() - started_at)::float8 AS age_seconds
 FROM {table} ORDER BY started_at, migration_name
+"""
+
+BACKGROUND_ROWS = """
+SELECT name, finished_at, failed_at, failed_reason, locked_at FROM {table} ORDER BY name
 """
 
 PRISMA_LOCK_HELD = """
@@ -441,9 +460,16 @@ def read_postgres(opts, address, port, where, grace):
             table = sql.Identifier(opts["schema"], "_prisma_migrations")
             exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", [table.as_string(conn)]).fetchone()[0]
             if not exists:
-                return ms.fresh_postgres(), set()
+                return dict(ms.fresh_postgres(), background_migrations=ms.classify_background_migrations(None)), set()
             cur = conn.cursor(row_factory=dict_row)
             rows = cur.execute(sql.SQL(PRISMA_ROWS).format(table=table)).fetchall()
+            background = sql.Identifier(opts["schema"], "background_migrations")
+            background_rows = None
+            if conn.execute("SELECT to_regclass(%s) IS NOT NULL", [background.as_string(conn)]).fetchone()[0]:
+                background_rows = cur.execute(sql.SQL(BACKGROUND_ROWS).format(table=background)).fetchall()
+                for row in background_rows:
+                    for col in ("finished_at", "failed_at", "locked_at"):
+                        row[col] = _iso(row[col])
             key = ms.PRISMA_MIGRATE_LOCK_KEY
             lock_held = conn.execute(PRISMA_LOCK_HELD, {"high": key >> 32, "low": key & 0xFFFFFFFF}).fetchone()[0]
     except psycopg.Error as exc:
@@ -451,7 +477,9 @@ def read_postgres(opts, address, port, where, grace):
     for row in rows:
         for col in ("started_at", "finished_at", "rolled_back_at"):
             row[col] = _iso(row[col])
-    return ms.classify_prisma_rows(rows, lock_held, grace), ms.applied_names(rows)
+    state = ms.classify_prisma_rows(rows, lock_held, grace)
+    state["background_migrations"] = ms.classify_background_migrations(background_rows)
+    return state, ms.applied_names(rows)
 
 
 # --- ClickHouse -------------------------------------------------------------
@@ -623,6 +651,8 @@ def main():
     problems = []
     if "postgres" in state:
         problems += ms.postgres_problems(state["postgres"], applied, params["expect_no_failed"], params["expect_postgres_migrations"])
+        if params["expect_background_migrations_done"]:
+            problems += ms.background_problems(state["postgres"]["background_migrations"])
         for entry in state["postgres"]["in_progress"]:
             if params["wait"]:
                 problems.append(f"Postgres migration {entry['migration_name']} is still in progress after waiting {waited}s "

@@ -431,3 +431,42 @@ spec:
                                "kubeconfig": os.environ["KUBECONFIG"]})
     assert result["failed"] is True
     assert f"no Ready pod behind Service {namespace}/clickhouse" in result["msg"]
+
+
+# The table Langfuse's Prisma schema creates for the worker's background migrations.
+BACKGROUND_DDL = """
+CREATE TABLE "background_migrations" (
+    "id" TEXT NOT NULL PRIMARY KEY, "name" TEXT NOT NULL UNIQUE, "script" TEXT NOT NULL, "args" JSONB NOT NULL,
+    "finished_at" TIMESTAMP(3), "failed_at" TIMESTAMP(3), "failed_reason" TEXT, "worker_id" TEXT, "locked_at" TIMESTAMP(3))
+"""
+
+
+def test_background_migrations_gate_names_the_unfinished_and_failed_ones(pg):
+    pg.applied()
+    args = {"postgres": pg.args(), "expect_background_migrations_done": True}
+    before = migration_status(args)  # no table yet: a Langfuse older than background migrations
+    assert not before.get("failed"), before
+    assert before["postgres"]["background_migrations"]["table_exists"] is False
+    with pg.connect() as conn:
+        conn.execute(BACKGROUND_DDL)
+        for name, state in (("20241024_1730_migrate_traces_from_pg_to_ch", "finished"),
+                            ("20260301_v4_backfill_events_root_spans", "running"),
+                            ("20260302_v4_backfill_observations", "failed")):
+            conn.execute(
+                """INSERT INTO background_migrations (id, name, script, args, finished_at, failed_at, failed_reason, locked_at)
+                   VALUES (%s, %s, 'script', '{}', CASE WHEN %s = 'finished' THEN now() END,
+                           CASE WHEN %s = 'failed' THEN now() END, CASE WHEN %s = 'failed' THEN 'out of memory' END,
+                           CASE WHEN %s = 'running' THEN now() END)""",
+                (str(uuid.uuid4()), name, state, state, state, state))
+    result = migration_status(args)
+    assert result.get("failed"), result
+    assert result["postgres"]["background_migrations"]["finished"] == ["20241024_1730_migrate_traces_from_pg_to_ch"]
+    assert "Background migration 20260302_v4_backfill_observations failed" in result["msg"] and "out of memory" in result["msg"]
+    assert "Background migration 20260301_v4_backfill_events_root_spans has not finished: running since" in result["msg"]
+    # Read without the gate, the same state is reported and nothing fails.
+    assert not migration_status({"postgres": pg.args()}).get("failed")
+    with pg.connect() as conn:
+        conn.execute("UPDATE background_migrations SET finished_at = now(), failed_at = NULL, failed_reason = NULL, locked_at = NULL")
+    done = migration_status(args)
+    assert not done.get("failed"), done
+    assert len(done["postgres"]["background_migrations"]["finished"]) == 3

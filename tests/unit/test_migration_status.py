@@ -326,3 +326,36 @@ def test_service_without_selector_or_ready_pods_is_named():
         pf.service_target(FakeCoreApi(_service(None, [(5432, 5432)]), []), "ns", "rds", 5432)
     with pytest.raises(ConnectionError, match="no Ready pod behind Service ns/pg"):
         pf.service_target(FakeCoreApi(_service({"app": "pg"}, [(5432, 5432)]), [_pod("pg-0", ready=False)]), "ns", "pg", 5432)
+
+
+# --- background migrations (the worker's, table background_migrations) -----------------------------
+
+def test_background_migrations_without_the_table_are_done():
+    state = ms.classify_background_migrations(None)
+    assert state == {"table_exists": False, "total": 0, "finished": [], "unfinished": [], "failed": []}
+    assert ms.background_problems(state) == []
+
+
+def test_background_migrations_are_sorted_into_finished_unfinished_and_failed():
+    rows = [
+        {"name": "20250101_b_running", "finished_at": None, "failed_at": None, "failed_reason": None, "locked_at": "2026-12-01T08:00:00"},
+        {"name": "20241024_a_done", "finished_at": "2026-11-01T00:00:00", "failed_at": None, "failed_reason": None, "locked_at": None},
+        {"name": "20250102_c_failed", "finished_at": None, "failed_at": "2026-12-01T07:00:00",
+         "failed_reason": "Failed to convert rust String into napi string", "locked_at": None},
+        {"name": "20250103_d_waiting", "finished_at": None, "failed_at": None, "failed_reason": None, "locked_at": None},
+    ]
+    state = ms.classify_background_migrations(rows)
+    assert state["finished"] == ["20241024_a_done"]
+    assert [(e["name"], e["running"]) for e in state["unfinished"]] == [("20250101_b_running", True), ("20250103_d_waiting", False)]
+    assert [e["name"] for e in state["failed"]] == ["20250102_c_failed"]
+    problems = ms.background_problems(state)
+    assert len(problems) == 3
+    assert problems[0].startswith("Background migration 20250102_c_failed failed at 2026-12-01T07:00:00: Failed to convert")
+    assert '{"batchSize": 2500}' in problems[0]
+    assert "20250101_b_running has not finished: running since 2026-12-01T08:00:00" in problems[1]
+    assert "20250103_d_waiting has not finished: not started or waiting for a worker" in problems[2]
+
+
+def test_background_migrations_need_postgres():
+    errors = ms.validate_params({"postgres": None, "clickhouse": {"host": "ch"}, "expect_background_migrations_done": True})
+    assert "expect_background_migrations_done needs postgres" in errors
