@@ -247,6 +247,36 @@ def background_problems(state):
     return problems
 
 
+def disk_headroom(used, disks, factor):
+    """Whether ClickHouse's disks hold `factor` times the active parts' bytes.
+
+    used: sum(bytes_on_disk) of the active parts; disks: system.disks rows. The data grows on one
+    disk at a time as far as this check can know, so the disk with the most free space must take
+    the (factor - 1) x used that comes on top of what is there.
+    """
+    best = max(disks, key=lambda d: int(d["free_space"])) if disks else None
+    free = int(best["free_space"]) if best else 0
+    needed = int((factor - 1) * used)
+    return {"bytes_on_disk": used, "factor": factor, "needed_free": needed, "free": free,
+            "disk": best["name"] if best else None, "enough": free >= needed,
+            "disks": [{"name": d["name"], "path": d.get("path"), "free_space": int(d["free_space"]),
+                       "total_space": int(d["total_space"])} for d in disks]}
+
+
+def _gib(value):
+    return f"{value / 2**30:.1f} GiB"
+
+
+def disk_problems(state):
+    if state["enough"]:
+        return []
+    return [f"ClickHouse has {_gib(state['free'])} free on its roomiest disk ({state['disk']}), but {state['factor']:g} times "
+            f"its data ({_gib(state['bytes_on_disk'])} in active parts) needs {_gib(state['needed_free'])} more: Langfuse v4's "
+            "historic backfill copies the traces and observations into the new events tables and an intermediate table "
+            "(upgrade-v3-to-v4.mdx, about 3x). Grow the ClickHouse volumes first, or plan the retention-based rollover "
+            "instead of the backfill."]
+
+
 def pending_reasons(result, dirty_counts=True):
     """Why the migrations are not settled yet (empty when they are).
 
@@ -275,6 +305,10 @@ def validate_params(params):
         errors.append("expect_replicated needs clickhouse")
     if params.get("expect_postgres_migrations") and not params.get("postgres"):
         errors.append("expect_postgres_migrations needs postgres")
+    if params.get("clickhouse_disk_factor") is not None and not params.get("clickhouse"):
+        errors.append("clickhouse_disk_factor needs clickhouse")
+    if params.get("clickhouse_disk_factor") is not None and params["clickhouse_disk_factor"] < 1:
+        errors.append("clickhouse_disk_factor must be at least 1")
     if params.get("expect_background_migrations_done") and not params.get("postgres"):
         errors.append("expect_background_migrations_done needs postgres")
     for name, low in (("wait_timeout", 0), ("wait_interval", 1), ("in_progress_grace", 0)):

@@ -174,6 +174,13 @@ options:
       - Needs O(postgres). A database without the table (a Langfuse older than background migrations) passes.
     type: bool
     default: false
+  clickhouse_disk_factor:
+    description:
+      - Fail unless ClickHouse's disks can hold this many times the data of its active parts: the free space of the disk
+        with the most free space must be at least (factor - 1) times the bytes on disk of every active part (system.parts).
+      - Langfuse v4's historic backfill needs about 3 (upgrade-v3-to-v4.mdx). Reads C(system.disks), which ClickHouse has
+        since 19.15. Needs O(clickhouse).
+    type: float
   expect_not_dirty:
     description:
       - Fail when ClickHouse's current migration is dirty (with O(wait), once waiting did not clear it).
@@ -319,6 +326,11 @@ clickhouse:
     server_version:
       description: ClickHouse server version.
       type: str
+    disk:
+      description:
+        - With O(clickhouse_disk_factor) only. C(bytes_on_disk) of the active parts, C(free) on the roomiest disk
+          (C(disk)), C(needed_free), C(enough), and every disk of C(system.disks).
+      type: dict
     database:
       description: The database read.
       type: str
@@ -410,6 +422,7 @@ ARGUMENT_SPEC = dict(
     in_progress_grace=dict(type="int", default=300),
     expect_no_failed=dict(type="bool", default=True),
     expect_background_migrations_done=dict(type="bool", default=False),
+    clickhouse_disk_factor=dict(type="float"),
     expect_not_dirty=dict(type="bool", default=True),
     min_clickhouse_version=dict(type="int"),
     expect_postgres_migrations=dict(type="list", elements="str", aliases=["expect_postgres_migration"]),
@@ -539,8 +552,9 @@ class ClickHouseHTTP:
         self.conn.close()
 
 
-def read_clickhouse(opts, address, port, where):
+def read_clickhouse(opts, address, port, where, disk_factor=None):
     client = ClickHouseHTTP(opts, address, port, where)
+    disks = used = None
     try:
         info = client.select("SELECT hostName() AS host, version() AS server_version")[0]
         tables = client.select(
@@ -552,10 +566,16 @@ def read_clickhouse(opts, address, port, where):
                 f"SELECT version, dirty, sequence FROM {_ch_identifier(opts['database'])}.schema_migrations "
                 "ORDER BY sequence DESC LIMIT 1")
             row = rows[0] if rows else None
+        if disk_factor is not None:
+            used = int(client.select("SELECT toUInt64(sum(bytes_on_disk)) AS used FROM system.parts WHERE active")[0]["used"])
+            disks = client.select("SELECT name, path, toUInt64(free_space) AS free_space, toUInt64(total_space) AS total_space "
+                                  "FROM system.disks")
     finally:
         client.close()
     state = ms.summarize_clickhouse(engine, row)
     state.update(host=info["host"], server_version=info["server_version"], database=opts["database"])
+    if disk_factor is not None:
+        state["disk"] = ms.disk_headroom(used, disks, disk_factor)
     return state
 
 
@@ -616,7 +636,7 @@ def read_state(module):
     if params["postgres"]:
         result["postgres"], applied = through_target(module, params["postgres"], read_postgres, params["in_progress_grace"])
     if params["clickhouse"]:
-        result["clickhouse"] = through_target(module, params["clickhouse"], read_clickhouse)
+        result["clickhouse"] = through_target(module, params["clickhouse"], read_clickhouse, params["clickhouse_disk_factor"])
     return result, applied
 
 
@@ -664,6 +684,8 @@ def main():
         problems += ms.clickhouse_problems(state["clickhouse"], params["clickhouse"]["database"], params["expect_not_dirty"],
                                            params["min_clickhouse_version"], params["expect_replicated"],
                                            waited=waited if params["wait"] else None)
+        if "disk" in state["clickhouse"]:
+            problems += ms.disk_problems(state["clickhouse"]["disk"])
     if problems:
         module.fail_json(msg=" | ".join(problems), problems=problems, **result)
     module.exit_json(**result)

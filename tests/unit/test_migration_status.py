@@ -359,3 +359,24 @@ def test_background_migrations_are_sorted_into_finished_unfinished_and_failed():
 def test_background_migrations_need_postgres():
     errors = ms.validate_params({"postgres": None, "clickhouse": {"host": "ch"}, "expect_background_migrations_done": True})
     assert "expect_background_migrations_done needs postgres" in errors
+
+
+def test_disk_headroom_takes_the_roomiest_disk_and_the_factor_on_top_of_the_data():
+    disks = [{"name": "default", "path": "/var/lib/clickhouse/", "free_space": 30 * 2**30, "total_space": 100 * 2**30},
+             {"name": "cold", "path": "/cold/", "free_space": 25 * 2**30, "total_space": 50 * 2**30}]
+    state = ms.disk_headroom(10 * 2**30, disks, 3)
+    assert (state["disk"], state["needed_free"], state["enough"]) == ("default", 20 * 2**30, True)
+    assert ms.disk_problems(state) == []
+    short = ms.disk_headroom(20 * 2**30, disks, 3)
+    assert short["enough"] is False
+    assert ms.disk_problems(short) == [
+        "ClickHouse has 30.0 GiB free on its roomiest disk (default), but 3 times its data (20.0 GiB in active parts) needs "
+        "40.0 GiB more: Langfuse v4's historic backfill copies the traces and observations into the new events tables and "
+        "an intermediate table (upgrade-v3-to-v4.mdx, about 3x). Grow the ClickHouse volumes first, or plan the "
+        "retention-based rollover instead of the backfill."]
+    assert ms.disk_headroom(0, disks, 3)["enough"] is True
+
+
+def test_disk_factor_needs_clickhouse_and_is_at_least_one():
+    assert "clickhouse_disk_factor needs clickhouse" in ms.validate_params({"postgres": {"host": "pg"}, "clickhouse_disk_factor": 3})
+    assert "clickhouse_disk_factor must be at least 1" in ms.validate_params({"clickhouse": {"host": "ch"}, "clickhouse_disk_factor": 0.5})
