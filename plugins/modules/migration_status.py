@@ -176,8 +176,8 @@ options:
     default: false
   clickhouse_disk_factor:
     description:
-      - Fail unless ClickHouse's disks can hold this many times the data of its active parts: the free space of the disk
-        with the most free space must be at least (factor - 1) times the bytes on disk of every active part (system.parts).
+      - Fail unless ClickHouse's disks can hold this many times the data of its active parts, that is unless the free space
+        of the disk with the most free space is at least (factor - 1) times the bytes on disk of every active part (system.parts).
       - Langfuse v4's historic backfill needs about 3 (upgrade-v3-to-v4.mdx). Reads C(system.disks), which ClickHouse has
         since 19.15. Needs O(clickhouse).
     type: float
