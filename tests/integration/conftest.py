@@ -7,11 +7,12 @@ green without a real cluster and real services behind it.
 import contextlib
 import json
 import os
+import secrets
+import select
 import subprocess
+import sys
 import uuid
 from pathlib import Path
-
-import sys
 
 import psycopg
 import pytest
@@ -140,3 +141,45 @@ def databases(cluster, services):
     with pg(services) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     ch(services, f"DROP DATABASE IF EXISTS {name}")
+
+
+class ChdbServer:
+    """tests/localenv/chdb_http.py in a process of its own: chDB behind ClickHouse's HTTP interface on 127.0.0.1.
+
+    A real ClickHouse 26 engine where Debian's 18.16 server is too old (BACKUP/RESTORE, system.disks).
+    """
+
+    def __init__(self, path, password=None):
+        self.password = password or secrets.token_hex(16)
+        self.log = path / "chdb_http.log"
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(  # noqa: S603 (our own script)
+                [sys.executable, str(LOCALENV / "chdb_http.py"), "--port", "0", "--path", str(path / "data")],
+                stdout=subprocess.PIPE, stderr=log, text=True, env=dict(os.environ, CHDB_HTTP_PASSWORD=self.password))
+        ready = select.select([self.proc.stdout], [], [], 120)[0]  # a start-up limit, not an assertion on time
+        line = self.proc.stdout.readline().strip() if ready else ""
+        if not line.startswith("http://127.0.0.1:"):
+            self.close()
+            raise AssertionError(f"chdb_http.py did not start:\n{self.log.read_text()}")
+        self.url = line
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def query(self, sql, **params):
+        response = requests.post(f"{self.url}/", params=params, data=sql.encode(), auth=("default", self.password),
+                                 timeout=120)
+        if response.status_code != 200:
+            raise AssertionError(f"ClickHouse (chDB) answered {response.status_code} to {sql[:200]!r}: {response.text}")
+        return response.text
+
+    def rows(self, sql):
+        return [line.split("\t") for line in self.query(sql).splitlines() if line]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()

@@ -1,12 +1,14 @@
-"""A ClickHouse HTTP endpoint that answers the backup scripts as ClickHouse 24+ does.
+"""A recording ClickHouse HTTP endpoint that answers backup-clickhouse.sh as ClickHouse 24+ does.
 
-The local ClickHouse (Debian's 18.16) predates BACKUP/RESTORE (22.x), so the
-scripts' statements are checked against the real server only up to its
-refusal; this stand-in lets the rest of the flow run: it records every
-statement, answers BACKUP/RESTORE ... ASYNC with an operation ID and
-system.backups with its final status, and for a BACKUP writes a `.backup`
+Only for the playbook tests that need a ClickHouse backup to exist in the
+bucket (tests/integration/test_restore.py, test_install_dev_inventory.py):
+KWOK runs no containers, so what they check is the plan read from S3, not the
+backup. The scripts themselves run against a real engine, chDB behind
+tests/localenv/chdb_http.py, in tests/integration/test_backup_scripts.py.
+This stand-in records every statement, answers BACKUP ... ASYNC with an
+operation ID and system.backups with its final status, and writes a `.backup`
 object into the real S3 (moto) at the URL and with the keys the statement
-gives, as the server would, so chain retention deletes real objects.
+gives, as the server would. It does not answer restore-clickhouse.sh.
 """
 import re
 import threading
@@ -45,29 +47,19 @@ class FakeClickHouse:
         if q.startswith("SELECT status, error FROM system.backups"):
             op = re.search(r"id = '([^']+)'", q).group(1)
             return self.operations[op]
-        if q.startswith(("BACKUP", "RESTORE")):
+        if q.startswith("BACKUP"):
             op = str(uuid.uuid4())
-            verb = q.split()[0]
-            if verb == "BACKUP" and self.fail_backup:
+            if self.fail_backup:
                 self.operations[op] = f"BACKUP_FAILED\t{self.fail_backup}"
             else:
-                self.operations[op] = "BACKUP_CREATED\t" if verb == "BACKUP" else "RESTORED\t"
-            if verb == "BACKUP" and not self.fail_backup:
+                self.operations[op] = "BACKUP_CREATED\t"
                 url, key_id, secret = S3_ARGS.search(q).groups()
                 parts = urlsplit(url)
                 bucket, prefix = parts.path.lstrip("/").split("/", 1)
                 s3 = boto3.client("s3", endpoint_url=f"{parts.scheme}://{parts.netloc}", aws_access_key_id=key_id,
                                   aws_secret_access_key=secret, region_name="us-east-1")
                 s3.put_object(Bucket=bucket, Key=prefix + ".backup", Body=b"<backup/>")
-            return f"{op}\tCREATING_BACKUP" if verb == "BACKUP" else f"{op}\tRESTORING"
-        if q.startswith("SELECT name FROM system.tables"):
-            database = re.search(r"database = '([^']+)'", q).group(1)
-            return "\n".join(sorted(self.tables)) if not database.startswith("default_before_restore") else \
-                "\n".join(sorted(self.tables) + ["added_by_backup"])
-        if q.startswith("SELECT name, total_rows"):
-            return "\n".join(f"{k}\t{v}" for k, v in sorted(self.tables.items()))
-        if q.startswith(("EXCHANGE", "RENAME", "DROP")):
-            return ""
+            return f"{op}\tCREATING_BACKUP"
         raise ValueError(f"fake ClickHouse: unexpected statement {q!r}")
 
     def _handler(self):

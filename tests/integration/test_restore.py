@@ -10,18 +10,26 @@ what runs for real here: the plan read from S3, the refusals, the scale-down
 and scale-back, the Jobs' specs, the S3 point-in-time restore on moto, the
 migration check against the local databases and the health check.
 """
+import base64
 import json
+import tempfile
 import threading
 import time
 import uuid
 
 import boto3
+import pyrage
 import pytest
+from pyrage import x25519
 
 from conftest import installed_release, kubectl, playbook
 from fake_clickhouse import FakeClickHouse
 from test_backup_scripts import script_env, sh
 from test_install import recap
+
+# The age key pair of the module's install: the recipient goes into the inventory, the identity to restores only.
+IDENTITY = x25519.Identity.generate()
+APP_KEYS = ("salt", "encryption-key", "nextauth-secret")
 
 
 def s3_client(services):
@@ -51,12 +59,17 @@ def restore_jobs(namespace):
 def installed(cluster, services):
     namespace = f"it-rs-{uuid.uuid4().hex[:6]}"
     buckets = {kind: f"it-rs-{kind}-{namespace[-6:]}" for kind in ("events", "media", "exports")}
-    with installed_release(namespace, s3_buckets_names=buckets):
+    with installed_release(namespace, s3_buckets_names=buckets, backup_cron_app_secrets_recipient=str(IDENTITY.to_public())):
         s3 = s3_client(services)
         s3.put_object(Bucket=buckets["events"], Key="events/trace-1.json", Body=b"v1")
         s3.put_object(Bucket=buckets["media"], Key="media/image.png", Body=b"image")
         time.sleep(1.1)
-        env = script_env(services, "langfuse-backups", "langfuse", S3_PREFIX=namespace)
+        # The fingerprints ConfigMap as the backup pods mount it (one file per key).
+        fingerprints_dir = tempfile.mkdtemp()
+        for key, value in configmap(namespace, "langfuse-app-secrets-fingerprints").items():
+            with open(f"{fingerprints_dir}/{key}", "w") as f:
+                f.write(value)
+        env = script_env(services, "langfuse-backups", "langfuse", S3_PREFIX=namespace, APP_FINGERPRINTS_DIR=fingerprints_dir)
         postgres = sh("backup-postgres.sh", "run", env=env).stdout.strip()
         fake = FakeClickHouse()
         try:
@@ -70,6 +83,15 @@ def installed(cluster, services):
         s3.put_object(Bucket=buckets["events"], Key="events/trace-2.json", Body=b"new")
         s3.delete_object(Bucket=buckets["media"], Key="media/image.png")
         yield {"namespace": namespace, "buckets": buckets, "postgres": postgres, "clickhouse": clickhouse, "s3": s3}
+
+
+def configmap(namespace, name):
+    return json.loads(kubectl("-n", namespace, "get", "configmap", name, "-o", "json").stdout)["data"]
+
+
+def app_secrets(namespace):
+    data = json.loads(kubectl("-n", namespace, "get", "secret", "langfuse-app-secrets", "-o", "json").stdout)["data"]
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
 
 def restore(installed, *args, **variables):
@@ -178,3 +200,72 @@ def test_a_job_from_each_backup_cronjob_completes(installed):
         assert all(":" in c["image"] and not c["image"].endswith(":latest") for c in pod["containers"])
         secrets = [e for c in pod["containers"] for e in c["env"] if "PASSWORD" in e["name"] or "SECRET" in e["name"]]
         assert secrets and all("value" not in e and "secretKeyRef" in e["valueFrom"] for e in secrets)
+
+
+def test_the_app_secrets_are_in_the_bucket_encrypted_and_in_every_manifest(installed):
+    namespace, s3 = installed["namespace"], installed["s3"]
+    fingerprints = configmap(namespace, "langfuse-app-secrets-fingerprints")
+    objects = [o["Key"] for o in s3.list_objects_v2(Bucket="langfuse-backups", Prefix=f"{namespace}/app-secrets/")["Contents"]]
+    assert len(objects) == 1 and objects[0].endswith(".age")
+    stored = body(s3, "langfuse-backups", objects[0])
+    values = app_secrets(namespace)
+    # Unreadable without the identity: no value occurs in the object, in any form a leak would take.
+    for value in values.values():
+        assert value not in stored and base64.b64encode(value.encode()).decode() not in stored
+    assert stored.startswith("-----BEGIN AGE ENCRYPTED FILE-----")
+    assert json.loads(pyrage.decrypt(stored.encode(), [IDENTITY]))["data"] == values
+    with pytest.raises(pyrage.DecryptError):
+        pyrage.decrypt(stored.encode(), [x25519.Identity.generate()])
+    for key in (f"{namespace}/postgres/{installed['postgres']}/manifest.json", f"{namespace}/clickhouse/{installed['clickhouse']}.json"):
+        assert json.loads(body(s3, "langfuse-backups", key))["app_secrets"] == fingerprints
+
+
+def test_app_secrets_that_differ_from_the_backups_are_refused_without_the_named_confirmation(installed):
+    namespace = installed["namespace"]
+    original, jobs = app_secrets(namespace), len(restore_jobs(namespace))
+    kubectl("-n", namespace, "patch", "secret", "langfuse-app-secrets", "--type=merge",
+            "-p", json.dumps({"stringData": {"salt": "another-salt-value-0123456789"}}))
+    try:
+        proc = restore(installed, restore_confirm=namespace)
+    finally:
+        kubectl("-n", namespace, "patch", "secret", "langfuse-app-secrets", "--type=merge",
+                "-p", json.dumps({"stringData": {"salt": original["salt"]}}))
+    assert proc.returncode != 0
+    text = " ".join(proc.stdout.split())
+    assert "are not the ones the backup's data was made with" in text and ": salt differ." in text
+    assert "every project API key in the restored data stops working" in text
+    assert f"-e restore_confirm_app_secrets_mismatch={namespace}" in text and "Nothing was changed" in text
+    assert len(restore_jobs(namespace)) == jobs
+    for value in original.values():
+        assert value not in proc.stdout
+
+
+def test_a_restore_into_a_new_namespace_brings_the_app_secrets_back(installed):
+    source = installed["namespace"]
+    target = f"it-rn-{uuid.uuid4().hex[:6]}"
+    variables = {"restore_prefix": source, "restore_confirm": target,
+                 "restore_app_secrets_identity": str(IDENTITY)}
+    try:
+        # Without the identity: refused before anything exists.
+        refused = playbook("restore", {"langfuse_namespace": target, "s3_buckets_names": installed["buckets"],
+                                       **variables, "restore_app_secrets_identity": ""})
+        assert refused.returncode != 0
+        assert "restore_app_secrets_identity is empty" in " ".join(refused.stdout.split())
+        assert kubectl("get", "namespace", target, check=False).returncode != 0
+
+        checked = playbook("restore", {"langfuse_namespace": target, "s3_buckets_names": installed["buckets"], **variables},
+                           "--check")
+        assert checked.returncode == 0, checked.stdout[-3000:]
+        assert "CREATED from s3://langfuse-backups/" in " ".join(checked.stdout.split())
+        assert kubectl("get", "namespace", target, check=False).returncode != 0
+
+        proc = playbook("restore", {"langfuse_namespace": target, "s3_buckets_names": installed["buckets"], **variables})
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        text = " ".join(proc.stdout.split())
+        assert "The data is NOT restored yet: Langfuse is not deployed there" in text
+        assert app_secrets(target) == app_secrets(source)
+        assert configmap(target, "langfuse-app-secrets-fingerprints") == configmap(source, "langfuse-app-secrets-fingerprints")
+        for value in app_secrets(source).values():
+            assert value not in proc.stdout and value not in checked.stdout
+    finally:
+        kubectl("delete", "namespace", target, "--wait=false", check=False)

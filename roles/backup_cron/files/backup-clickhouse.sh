@@ -14,7 +14,7 @@
 # Environment: CLICKHOUSE_URL (http://host:8123) CLICKHOUSE_USER
 # CLICKHOUSE_PASSWORD [CLICKHOUSE_DATABASE=default] [CLICKHOUSE_CLUSTER]
 # [CLICKHOUSE_S3_ENDPOINT: S3 as the server reaches it]; S3_* and AWS_* as
-# backup-postgres.sh; [BACKUP_KEEP_CHAINS=4] [LANGFUSE_HEALTH_URL].
+# backup-postgres.sh; [BACKUP_KEEP_CHAINS=4] [LANGFUSE_HEALTH_URL] [APP_FINGERPRINTS_DIR].
 source "$(dirname "$0")/backup-lib.sh"
 
 DB=${CLICKHOUSE_DATABASE:-default}
@@ -42,9 +42,11 @@ backup() {
   op=$(printf '%s' "$answer" | cut -f1)
   ch_wait "$op" BACKUP_CREATED
   printf '{"kind": "clickhouse", "id": "%s", "chain": "%s", "type": "%s", "base": %s, "database": "%s",
- "started_at": "%s", "completed_at": "%s", "langfuse_version": %s, "latest_migration": %s, "tables": %s}\n' \
+ "started_at": "%s", "completed_at": "%s", "langfuse_version": %s, "latest_migration": %s, "app_secrets": %s,
+ "tables": %s}\n' \
     "$id" "$chain" "$type" "$( [ -n "$base" ] && json_string "${base#*/}" || echo null)" "$DB" "$started" \
-    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(json_string "$(langfuse_version)")" "$(json_string "$migration")" "$tables" \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(json_string "$(langfuse_version)")" "$(json_string "$migration")" \
+    "$(app_secrets_json)" "$tables" \
     | s3 s3 cp --only-show-errors - "$(s3_base clickhouse)/$chain/$id.json" --content-type application/json
   log "backup $chain/$id complete"
   retention

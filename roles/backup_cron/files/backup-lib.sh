@@ -58,6 +58,19 @@ langfuse_version() {
 
 json_string() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
 
+# The app secrets' fingerprints as JSON, or null: the ConfigMap <app secret>-fingerprints of namespace_secrets
+# (HMACs under its hmac-key, never the values), mounted at APP_FINGERPRINTS_DIR. A restore checks the target's
+# app secrets against them and finds the encrypted copy in the bucket by them.
+app_secrets_json() {
+  local dir=${APP_FINGERPRINTS_DIR:-} name out=""
+  [ -n "$dir" ] || { echo null; return; }
+  for name in hmac-key salt encryption-key nextauth-secret; do
+    [ -s "$dir/$name" ] || { echo null; return; }
+    out="${out:+$out, }\"$name\": $(json_string "$(cat "$dir/$name")")"
+  done
+  printf '{%s}' "$out"
+}
+
 # shellcheck disable=SC2034  # used by the scripts that source this file
 # Exact row counts of every table, as JSON ordered by name; the same query on both sides of a restore.
 COUNT_SQL="SELECT coalesce(json_object_agg(t.schemaname || '.' || t.tablename,

@@ -13,7 +13,8 @@
 # Environment: PGHOST PGPORT PGDATABASE PGUSER PGPASSWORD [PGSSLMODE] (libpq);
 # S3_BUCKET [S3_PREFIX] [S3_ENDPOINT] [S3_FORCE_PATH_STYLE] AWS_REGION and
 # credentials (the AWS CLI's); [BACKUP_KEEP=14] [STREAM_DIR=/stream]
-# [LANGFUSE_HEALTH_URL] [S3_EXPECTED_SIZE].
+# [LANGFUSE_HEALTH_URL] [S3_EXPECTED_SIZE] [APP_FINGERPRINTS_DIR: the app secrets'
+# fingerprints, recorded in the manifest].
 source "$(dirname "$0")/backup-lib.sh"
 
 STREAM_DIR=${STREAM_DIR:-/stream}
@@ -78,8 +79,9 @@ upload() {
   local meta
   meta=$(cat "$STREAM_DIR/meta.json")
   printf '{"kind": "postgres", "id": "%s", "format": "pg_dump custom", "object": "dump.pgcustom", "bytes": %s,
- "started_at": "%s", "completed_at": "%s", "langfuse_version": %s, %s\n' \
-    "$id" "$bytes" "$started" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(json_string "$(langfuse_version)")" "${meta#\{}" \
+ "started_at": "%s", "completed_at": "%s", "langfuse_version": %s, "app_secrets": %s, %s\n' \
+    "$id" "$bytes" "$started" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(json_string "$(langfuse_version)")" "$(app_secrets_json)" \
+    "${meta#\{}" \
     | s3 s3 cp --only-show-errors - "$base/manifest.json" --content-type application/json
   log "backup $id complete: $bytes bytes"
   retention

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Restores a backup-clickhouse.sh backup: RESTORE DATABASE ... AS <side
 # database> FROM S3(...) (an incremental brings its base backups along), then
-# EXCHANGE TABLES swaps each restored table with the live one, then each
-# table's rows are printed next to the manifest's count, taken as the backup began.
+# EXCHANGE TABLES swaps each restored table with the live one, then the views
+# are replaced by the backup's, then each table's rows are printed next to the
+# manifest's count, taken as the backup began.
 #
 #   restore-clickhouse.sh run      restore BACKUP_ID (<chain>/<id>; "latest" or empty: the newest complete)
 #   restore-clickhouse.sh latest   print the newest complete backup
@@ -34,17 +35,38 @@ restore() {
     || die "ClickHouse refused the restore: $answer"
   op=$(printf '%s' "$answer" | cut -f1)
   ch_wait "$op" RESTORED
-  local restored live table
-  restored=$(ch_query "SELECT name FROM system.tables WHERE database = '$side' FORMAT TSV" 60) || die "ClickHouse: $restored"
+  local restored live table engine swapped=0 views=()
+  restored=$(ch_query "SELECT name, engine FROM system.tables WHERE database = '$side' ORDER BY name FORMAT TSV" 60) \
+    || die "ClickHouse: $restored"
   live=$(ch_query "SELECT name FROM system.tables WHERE database = '$DB' FORMAT TSV" 60) || die "ClickHouse: $live"
-  for table in $restored; do
+  while IFS=$'\t' read -r table engine; do
+    [ -n "$table" ] || continue
+    # Views hold no data and name their tables by database: swapped in, the restored ones would read from and write
+    # to the side database (dropping it would cut them off), and the live ones, swapped out, would keep writing to the
+    # live tables. They are replaced below instead. The inner tables of views without TO come back with their view.
+    case "$engine" in *View) views+=("$table"); continue ;; esac
+    case "$table" in .inner.* | .inner_id.*) continue ;; esac
     if grep -qx "$table" <<<"$live"; then
       ch_query "EXCHANGE TABLES \`$DB\`.\`$table\` AND \`$side\`.\`$table\`$(ch_on_cluster)" 600 >/dev/null
     else
       ch_query "RENAME TABLE \`$side\`.\`$table\` TO \`$DB\`.\`$table\`$(ch_on_cluster)" 600 >/dev/null
     fi || die "ClickHouse: swapping in $DB.$table failed; tables swapped so far hold the backup, the others live data ($side has the rest)"
-  done
-  log "swapped in $(printf '%s\n' "$restored" | grep -c .) tables; the replaced ones are in $side: drop it once the restore is checked"
+    swapped=$((swapped + 1))
+  done <<<"$restored"
+  log "swapped in $swapped tables; the replaced ones are in $side: drop it once the restore is checked"
+  if [ "${#views[@]}" -gt 0 ]; then
+    # The backup's views, restored straight into the live database (so they name its tables), in place of the live ones.
+    local elements="" view
+    for view in "${views[@]}"; do
+      ch_query "DROP TABLE IF EXISTS \`$DB\`.\`$view\`$(ch_on_cluster) SYNC" 600 >/dev/null \
+        || die "ClickHouse: dropping the view $DB.$view failed; the tables hold the backup, views dropped so far are missing"
+      elements="${elements:+$elements, }TABLE \`$DB\`.\`$view\`"
+    done
+    answer=$(ch_query "RESTORE $elements$(ch_on_cluster) FROM $(ch_s3 "clickhouse/$backup") ASYNC" 120) \
+      || die "ClickHouse refused to restore the views: $answer"
+    ch_wait "$(printf '%s' "$answer" | cut -f1)" RESTORED
+    log "dropped the live views and restored the backup's in their place: ${views[*]}"
+  fi
   log "restored $backup; rows now (the manifest's counts were taken as the backup began):"
   ch_query "SELECT name, total_rows FROM system.tables WHERE database = '$DB' AND engine LIKE '%MergeTree' ORDER BY name FORMAT TSV" 60
   s3 s3 cp --only-show-errors "$(s3_base clickhouse)/$backup.json" - | sed -n 's/.*"tables": \(.*\)}$/manifest: \1/p'
