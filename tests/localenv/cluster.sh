@@ -4,6 +4,7 @@
 # with KWOK playing three nodes in three zones. Everything binds 127.0.0.1.
 #
 #   cluster.sh up       build binaries if needed, start the cluster, wait Ready
+#                       (and the stand-ins and the job runner, also when it is already up)
 #   cluster.sh down     stop it and delete its state
 #   cluster.sh status   say whether it is up
 #   cluster.sh env      print the exports that point kubectl/helm/ansible at it
@@ -82,6 +83,35 @@ apply_crds() {
   kctl wait --for=condition=Established -f "$dir" --timeout=60s >/dev/null
 }
 
+# The job runner (job_runner.py): runs the containers of the backup/restore Job pods in namespaces
+# labelled localenv.langfuse-ops.io/run-jobs=true for real on this machine. It needs root (a mount
+# namespace per container); without root it is not started and KWOK completes those pods as before.
+start_job_runner() {
+  local pid="$LOCALENV_STATE/job-runner.pid" ready="$LOCALENV_STATE/job-runner/ready"
+  if [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null; then return; fi
+  if [ "$(id -u)" -ne 0 ]; then log "job runner not started: it needs root; KWOK completes every Job pod without running it"; return; fi
+  rm -f "$ready"
+  KUBECONFIG="$KUBECONFIG_PATH" nohup "$LOCALENV_PYTHON" "$LOCALENV_DIR/job_runner.py" --state "$LOCALENV_STATE/job-runner" \
+    --kwok-config "$KWOK_WORKDIR/clusters/$LOCALENV_CLUSTER_NAME/kwok.yaml" >>"$LOCALENV_STATE/job-runner.log" 2>&1 &
+  echo $! >"$pid"
+  for _ in $(seq 150); do
+    [ -f "$ready" ] && return 0
+    kill -0 "$(cat "$pid")" 2>/dev/null || break
+    sleep 0.2
+  done
+  tail -n 20 "$LOCALENV_STATE/job-runner.log" >&2
+  die "the job runner did not start; see $LOCALENV_STATE/job-runner.log"
+}
+
+stop_job_runner() {
+  local pid="$LOCALENV_STATE/job-runner.pid"
+  [ -f "$pid" ] || return 0
+  kill "$(cat "$pid")" 2>/dev/null || true
+  # It kills the containers it runs, then exits; wait so a following `up` does not find it still alive.
+  for _ in $(seq 50); do kill -0 "$(cat "$pid")" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$pid"
+}
+
 stop_standins() {
   local pid
   for pid in "$LOCALENV_STATE"/standin-*.pid; do
@@ -93,7 +123,7 @@ stop_standins() {
 
 up() {
   local start=$SECONDS
-  if api_up; then apply_crds; start_standins; log "cluster '$LOCALENV_CLUSTER_NAME' already up"; print_env; return; fi
+  if api_up; then apply_crds; start_standins; start_job_runner; log "cluster '$LOCALENV_CLUSTER_NAME' already up"; print_env; return; fi
   "$LOCALENV_DIR/build-binaries.sh"
   # A cluster whose processes are gone (machine restarted) is thrown away.
   "$KWOKCTL" delete cluster --name "$LOCALENV_CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1 || true
@@ -108,15 +138,17 @@ up() {
   seed_cluster
   apply_crds
   start_standins
+  start_job_runner
   log "cluster up in $((SECONDS - start))s; kubeconfig: $KUBECONFIG_PATH"
   print_env
 }
 
 down() {
+  stop_job_runner
   stop_standins
   [ -x "$KWOKCTL" ] || { log "kwokctl not built: nothing to stop"; return; }
   "$KWOKCTL" delete cluster --name "$LOCALENV_CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1 || true
-  rm -rf "$KWOK_WORKDIR" "$KUBECONFIG_PATH"
+  rm -rf "$KWOK_WORKDIR" "$KUBECONFIG_PATH" "$LOCALENV_STATE/job-runner"
   log "cluster '$LOCALENV_CLUSTER_NAME' stopped"
 }
 

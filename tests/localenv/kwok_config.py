@@ -7,7 +7,12 @@ kwokctl, so they always match its version) and adds what our tests need:
 * pods labelled ``localenv.langfuse-ops.io/never-ready`` start but never turn
   Ready (failed-rollout tests); the default pod-ready Stage skips them;
 * PVCs of the ``standard`` StorageClass get a bound PV (StatefulSets with
-  volumeClaimTemplates become Ready), using kwok's volume Stages.
+  volumeClaimTemplates become Ready), using kwok's volume Stages;
+* pods labelled ``localenv.langfuse-ops.io/job-runner`` are left alone by
+  every pod Stage but pod-delete: tests/localenv/job_runner.py runs their
+  containers for real and writes their status itself. kwok serves `kubectl
+  logs` for them from the runner's files through per-pod ``Logs`` objects
+  (the Logs CRD is enabled for that; nothing else uses it).
 
 It also sends port-forwards to pods on to real local servers, so the
 collection's port-forward paths run for real:
@@ -19,12 +24,18 @@ collection's port-forward paths run for real:
 Usage: kwok_config.py KWOK_STAGE_DIR KUBE_VERSION BINDIR_JSON FORWARDS_JSON OUT
   FORWARDS_JSON: {"standin_web": port, "clickhouse_http": port, "clickhouse_tcp": port, "postgres": port}
 """
+import copy
 import json
 import sys
 
 import yaml
 
 NEVER_READY_LABEL = "localenv.langfuse-ops.io/never-ready"
+# Set at admission (job_runner.py's MutatingAdmissionPolicy) on the Job pods the runner runs.
+JOB_RUNNER_LABEL = "localenv.langfuse-ops.io/job-runner"
+NOT_FOR_THE_RUNNER = {"cel": {"expression": f"!has(self.metadata.labels) || !('{JOB_RUNNER_LABEL}' in self.metadata.labels)"}}
+# The Stages that would start or complete a pod: the runner's pods skip them.
+RUNNER_SKIPS = ("pod-ready", "pod-complete", "pod-never-ready")
 STORAGE_CLASS = "standard"
 
 DEFAULT_STAGES = [
@@ -50,6 +61,7 @@ NEVER_READY_STAGE = {
                 {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
                 {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
                 {"cel": {"expression": f"has(self.metadata.labels) && '{NEVER_READY_LABEL}' in self.metadata.labels"}},
+                NOT_FOR_THE_RUNNER,
             ]
         },
         "next": {
@@ -101,6 +113,8 @@ def load_stage(stage_dir, rel):
     name = stage["metadata"]["name"]
     if name == "pod-ready":
         exprs.append({"cel": {"expression": f"!has(self.metadata.labels) || !('{NEVER_READY_LABEL}' in self.metadata.labels)"}})
+    if name in RUNNER_SKIPS:
+        exprs.append(copy.deepcopy(NOT_FOR_THE_RUNNER))
     for expr in exprs:
         cel = expr.get("cel", {})
         if "kwok-volume" in cel.get("expression", ""):
@@ -134,6 +148,8 @@ def main(stage_dir, kube_version, binaries_json, forwards_json, out):
             "kubeVersion": kube_version,
             # Everything listens on loopback only (kwokctl's default is 0.0.0.0).
             "bindAddress": "127.0.0.1",
+            # Per-pod Logs objects: the job runner points `kubectl logs` at its log files.
+            "enableCRDs": ["Logs"],
             **binaries,
         },
     }

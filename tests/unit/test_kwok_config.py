@@ -58,8 +58,8 @@ def test_pod_ready_skips_never_ready_pods_and_never_ready_takes_them(stage_dir, 
     label = kwok_config.NEVER_READY_LABEL
     ready_cels = [e["cel"]["expression"] for e in stages["pod-ready"]["spec"]["selector"]["matchExpressions"] if "cel" in e]
     never_cels = [e["cel"]["expression"] for e in stages["pod-never-ready"]["spec"]["selector"]["matchExpressions"] if "cel" in e]
-    assert ready_cels == [f"!has(self.metadata.labels) || !('{label}' in self.metadata.labels)"]
-    assert never_cels == [f"has(self.metadata.labels) && '{label}' in self.metadata.labels"]
+    assert ready_cels[0] == f"!has(self.metadata.labels) || !('{label}' in self.metadata.labels)"
+    assert never_cels[0] == f"has(self.metadata.labels) && '{label}' in self.metadata.labels"
     template = stages["pod-never-ready"]["spec"]["next"]["statusTemplate"]
     assert "phase: Running" in template and "ready: false" in template
 
@@ -81,3 +81,38 @@ def test_pod_ports_forward_to_local_servers(stage_dir, tmp_path):
         {"ports": [9000], "target": {"address": "127.0.0.1", "port": 19000}},
         {"ports": [5432], "target": {"address": "127.0.0.1", "port": 15432}},
     ]
+
+
+def cels(stage_doc):
+    return [e["cel"]["expression"] for e in stage_doc["spec"]["selector"]["matchExpressions"] if "cel" in e]
+
+
+def test_the_job_runners_pods_skip_every_stage_that_would_start_or_complete_them(stage_dir, tmp_path):
+    stages = {d["metadata"]["name"]: d for d in render(stage_dir, tmp_path)[1:] if d["kind"] == "Stage"}
+    skip = f"!has(self.metadata.labels) || !('{kwok_config.JOB_RUNNER_LABEL}' in self.metadata.labels)"
+    for name in ("pod-ready", "pod-complete", "pod-never-ready"):
+        assert skip in cels(stages[name]), name
+    # The never-ready rule is kept, and the skip is one more condition (selectors AND their expressions).
+    assert cels(stages["pod-ready"]) == [
+        f"!has(self.metadata.labels) || !('{kwok_config.NEVER_READY_LABEL}' in self.metadata.labels)", skip]
+    assert stages["pod-complete"]["spec"]["selector"]["matchExpressions"][:1] == [
+        {"key": ".status.phase", "operator": "In", "values": ["Pending"]}]
+    # Deleting pods, nodes and volumes stays KWOK's for every object, the runner's pods included.
+    for name, doc in stages.items():
+        if name not in ("pod-ready", "pod-complete", "pod-never-ready"):
+            assert all(kwok_config.JOB_RUNNER_LABEL not in c for c in cels(doc)), name
+
+
+def test_pod_logs_can_come_from_per_pod_logs_objects(stage_dir, tmp_path):
+    docs = render(stage_dir, tmp_path)
+    assert docs[0]["options"]["enableCRDs"] == ["Logs"]
+    # kwok refuses a kind that is both enabled as a CRD and given in --config.
+    assert not [d for d in docs if d["kind"] in ("Logs", "ClusterLogs")]
+
+
+def test_the_runner_and_the_stages_agree_on_the_label():
+    runner = SCRIPT.parent / "job_runner.py"
+    spec = importlib.util.spec_from_file_location("job_runner", runner)
+    job_runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job_runner)
+    assert job_runner.JOB_RUNNER_LABEL == kwok_config.JOB_RUNNER_LABEL
