@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import requests
 
-from conftest import REPO, kubectl, run
+from conftest import REPO, ChdbServer, kubectl, run
 
 ANSIBLE = Path(sys.executable).parent / "ansible"
 MODULE = "langfuse_ops.platform.migration_status"
@@ -470,3 +470,31 @@ def test_background_migrations_gate_names_the_unfinished_and_failed_ones(pg):
     done = migration_status(args)
     assert not done.get("failed"), done
     assert len(done["postgres"]["background_migrations"]["finished"]) == 3
+
+
+def test_clickhouse_disk_headroom_is_read_from_a_modern_engine(tmp_path):
+    """system.disks came after Debian's ClickHouse 18.16, so the real engine here is chDB (26.x) behind its HTTP front."""
+    server = ChdbServer(tmp_path)
+    try:
+        server.query("CREATE DATABASE langfuse")
+        server.query("CREATE TABLE langfuse.traces (id String, input String) ENGINE = MergeTree ORDER BY id")
+        server.query("INSERT INTO langfuse.traces SELECT toString(number), repeat('x', 200) FROM numbers(20000)")
+        port = int(server.url.rsplit(":", 1)[1])
+        args = {"clickhouse": {"host": "127.0.0.1", "port": port, "user": "default", "password": server.password,
+                               "database": "langfuse"}, "clickhouse_disk_factor": 3}
+        result = migration_status(args)
+        assert not result.get("failed"), result
+        disk = result["clickhouse"]["disk"]
+        used = int(server.rows("SELECT sum(bytes_on_disk) FROM system.parts WHERE active")[0][0])
+        assert disk["bytes_on_disk"] == used > 0 and disk["needed_free"] == 2 * used and disk["enough"] is True
+        assert disk["free"] == max(d["free_space"] for d in disk["disks"])
+        # Ask for more than the machine's disk holds: the gate refuses, with the figures.
+        refused = migration_status(dict(args, clickhouse_disk_factor=disk["free"] / used + 2))
+        assert refused.get("failed") and "free on its roomiest disk" in refused["msg"] and "historic backfill" in refused["msg"]
+    finally:
+        server.close()
+
+
+def test_clickhouse_disk_headroom_on_a_server_without_system_disks_is_an_error_not_a_pass(ch):
+    result = migration_status({"clickhouse": ch.args(), "clickhouse_disk_factor": 3})
+    assert result.get("failed") and "system.disks" in result["msg"], result

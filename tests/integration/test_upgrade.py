@@ -112,7 +112,8 @@ def test_a_major_jump_needs_to_be_asked_for(installed):
     proc = upgrade(installed, "4.4.0", extra=v4)
     assert proc.returncode != 0
     text = " ".join(proc.stdout.split())
-    assert "Langfuse 3.224.1 -> 4.4.0 is a major upgrade" in text and "-e upgrade_allow_major=true" in text, proc.stdout[-3000:]
+    assert "Langfuse 3.224.1 -> 4.4.0 is the v3 -> v4 migration. It runs in phases" in text, proc.stdout[-3000:]
+    assert "Run -e upgrade_phase=infra" in text
     assert len(history(installed)) == 1
 
 

@@ -89,8 +89,8 @@ def v3_installed(cluster, services):
 
 
 def test_v3_keys_in_the_overrides_are_refused_for_chart_2(v3_installed):
-    namespace, _ = v3_installed
-    proc = playbook("upgrade", {"langfuse_namespace": namespace, **V4, **QUICK, "upgrade_allow_major": True,
+    namespace = v3_installed[0]
+    proc = playbook("upgrade", {"langfuse_namespace": namespace, **V4, **QUICK, "upgrade_phase": "dual",
                                 "langfuse_helm_values": {"clickhouse": {"clusterEnabled": False}}})
     assert proc.returncode != 0
     text = " ".join(proc.stdout.split())
@@ -98,8 +98,12 @@ def test_v3_keys_in_the_overrides_are_refused_for_chart_2(v3_installed):
 
 
 def test_the_major_jump_moves_the_chart_then_the_worker_then_the_web(v3_installed):
-    namespace, _ = v3_installed
-    proc = playbook("upgrade", {"langfuse_namespace": namespace, **V4, **QUICK, "upgrade_allow_major": True})
+    namespace = v3_installed[0]
+    # Debian's ClickHouse 18.16 has no system.disks: the headroom check is test_v4_phases' (on chDB).
+    infra = playbook("upgrade", {"langfuse_namespace": namespace, **V4, **QUICK, "upgrade_phase": "infra",
+                                 "upgrade_v4_disk_factor": 0})
+    assert infra.returncode == 0, infra.stdout[-4000:]
+    proc = playbook("upgrade", {"langfuse_namespace": namespace, **V4, **QUICK, "upgrade_phase": "dual"})
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "Health: OK, version 4.4.0" in proc.stdout
     text = " ".join(proc.stdout.split())
@@ -114,3 +118,28 @@ def test_the_major_jump_moves_the_chart_then_the_worker_then_the_web(v3_installe
     again = playbook("install", {"langfuse_namespace": namespace, **V4})
     assert again.returncode == 0, again.stdout[-4000:]
     assert recap(again.stdout)["changed"] == 0, changed_tasks(again.stdout)
+
+
+def test_the_standin_worker_health_fails_while_event_propagation_is_stuck(cluster, namespace):
+    """v4's worker answers /api/health?failIfEventPropagationStuck=true with 503 while the dual write is stuck."""
+    def worker(stuck):
+        labels = {"app.kubernetes.io/name": "langfuse", "app.kubernetes.io/instance": "lfstuck", "app": "worker",
+                  **({"localenv.langfuse-ops.io/event-propagation-stuck": "true"} if stuck else {})}
+        deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "lfstuck-langfuse-worker"},
+                      "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "worker"}},
+                               "template": {"metadata": {"labels": labels}, "spec": {"containers": [
+                                   {"name": "langfuse-worker", "image": "langfuse/langfuse-worker:4.4.0"}]}}}}
+        kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(deployment))
+        kubectl("-n", namespace, "rollout", "status", "deployment/lfstuck-langfuse-worker", "--timeout=60s")
+
+    def health():
+        args = {"namespace": namespace, "release_name": "lfstuck", "component": "worker", "retries": 1, "delay": 1,
+                "path": "/api/health?failIfEventPropagationStuck=true"}
+        return run(str(REPO / ".venv" / "bin" / "ansible"), "localhost", "-m", "langfuse_ops.platform.langfuse_health",
+                   "-a", json.dumps(args), check=False, cwd=REPO)
+
+    worker(stuck=False)
+    assert health().returncode == 0
+    worker(stuck=True)
+    proc = health()
+    assert proc.returncode != 0 and "503" in proc.stdout, proc.stdout

@@ -12,12 +12,17 @@ server answers like Langfuse does:
   tests keep one Langfuse version on the cluster at a time.
 * GET /api/public/ready -> {"status": "OK"}; the worker's /api/health and
   /api/ready -> {"status": "ok"}.
+* GET /api/health?failIfEventPropagationStuck=true (v4's worker): 503 while the
+  dual write's event propagation is stuck, which the tests signal with the label
+  localenv.langfuse-ops.io/event-propagation-stuck=true on a Ready worker pod;
+  200 otherwise (upstream: it passes where no dual write runs).
 
 Usage: langfuse_web.py PORT (KUBECONFIG names the cluster)
 """
 import json
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 from kubernetes import client, config
 
@@ -33,9 +38,22 @@ def deployed_version():
     return image.rsplit(":", 1)[-1]
 
 
+STUCK = "localenv.langfuse-ops.io/event-propagation-stuck=true"
+
+
+def propagation_stuck():
+    api = client.CoreV1Api()
+    return bool(api.list_pod_for_all_namespaces(label_selector=f"app.kubernetes.io/name=langfuse,app=worker,{STUCK}").items)
+
+
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's naming)
-        if self.path == "/api/public/health":
+        url = urlsplit(self.path)
+        if url.path == "/api/health" and parse_qs(url.query).get("failIfEventPropagationStuck") == ["true"]:
+            stuck = propagation_stuck()
+            self.reply(503 if stuck else 200, {"status": "error", "message": "Event propagation is stuck"} if stuck
+                       else {"status": "ok"})
+        elif self.path == "/api/public/health":
             version = deployed_version()
             self.reply(200 if version else 503, {"status": "OK" if version else "NOT_READY", "version": version})
         elif self.path == "/api/public/ready":

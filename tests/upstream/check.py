@@ -7,7 +7,7 @@ official chart at each ref (`git archive`, into a temporary directory: nothing o
 repository), drops its sub-chart dependencies (every `*.deploy` is false in our values, and nothing can
 be downloaded here) and runs the collection's real playbooks with it against the local control plane:
 
-  v3 line:  install v3 -> re-run (changed=0) -> upgrade v3 -> major jump v3 -> v4 -> re-run (changed=0)
+  v3 line:  install v3 -> re-run (changed=0) -> upgrade v3 -> phases infra and dual (v3 -> v4) -> re-runs
   v4 line:  install v4 -> re-run (changed=0) -> upgrade v4 -> re-run (changed=0)   (per v4 chart ref)
 
 then audits every Helm revision those runs created (tests/upstream/release_audit.py: no literal
@@ -25,7 +25,6 @@ server behind the API server's port-forward, and migration Jobs complete without
 import argparse
 import base64
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -191,7 +190,9 @@ def main():
             (f"install {v3[2]}", "install", v3_vars, False),
             ("re-run install", "install", v3_vars, True),
             (f"upgrade -> {args.v3_upgrade_to}", "upgrade", {**v3_vars, "langfuse_helm_app_version": args.v3_upgrade_to}, False),
-            (f"major -> {first_v4[3]}", "upgrade", {**v4_vars, "upgrade_allow_major": True}, False),
+            # Debian's ClickHouse 18.16 has no system.disks: the headroom check is tested on chDB in the suite.
+            ("phase infra", "upgrade", {**v4_vars, "upgrade_phase": "infra", "upgrade_v4_disk_factor": 0}, False),
+            (f"phase dual -> {first_v4[3]}", "upgrade", {**v4_vars, "upgrade_phase": "dual"}, False),
             ("re-run upgrade", "upgrade", v4_vars, True),
             ("re-run install", "install", v4_vars, True),
         ], log)
@@ -209,7 +210,7 @@ def main():
                 ("re-run install", "install", {**v4_vars, "langfuse_helm_app_version": args.v4_upgrade_to}, True),
             ], log)
             rows += audit_rows(title, ns)
-        rows += render_inventories([(v3[0], v3[1], "v3", v3[2])] + [(c, v, "v4", a) for _, c, v, a in v4s])
+        rows += render_inventories([(v3[0], v3[1], "v3", v3[2])] + [(ref[1], ref[2], "v4", ref[3]) for ref in v4s])
     if not args.keep:
         for ns in namespaces:
             sh("helm", "uninstall", "langfuse", "-n", ns, "--wait", check=False)
