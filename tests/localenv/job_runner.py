@@ -459,13 +459,15 @@ class PodRun:
         env.setdefault("PATH", (PG_BIN + ":" if tool == "postgres" else TOOLS_DIR + ":") + SYSTEM_PATH)
         env.setdefault("HOSTNAME", self.pod["spec"].get("hostname") or self.name)
         env.setdefault("HOME", "/root" if uid == 0 else "/")
-        mounts = list(self.runner.system_mounts(tool))
+        base, late = self.runner.system_mounts(tool)
+        mounts = list(base)
         for vm in sorted(container.get("volumeMounts") or [], key=lambda m: m["mountPath"].count("/")):
             if vm["name"] not in volumes:
                 raise ConfigError(f"volumeMount {vm['name']}: no such volume")
             path, always_ro = volumes[vm["name"]]
             src = path / vm["subPath"] if vm.get("subPath") else path
             mounts.append({"kind": "bind", "src": str(src), "dst": vm["mountPath"], "ro": always_ro or vm.get("readOnly", False)})
+        mounts += late
         root = self.dir / "roots" / container["name"]
         root.mkdir(parents=True, exist_ok=True)
         return {"root": str(root), "mounts": mounts, "workdir": container.get("workingDir") or "/",
@@ -689,7 +691,11 @@ class Runner:
         sys.exit("job runner: no AWS CLI (run `make venv`, or give --aws)")
 
     def system_mounts(self, tool):
-        mounts = []
+        """(base, late): the host's system directories, mounted first, and the tool's own directories, mounted
+        after the pod's volumes. The AWS CLI venv must sit at its own path (its scripts' shebangs name it), which
+        may lie under a volume's mountPath: CI clones the repository under /tmp, and the backup pods mount an
+        emptyDir at /tmp that would hide it."""
+        mounts, late = [], []
         for name in ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32"):
             host = Path("/") / name
             if host.is_symlink():
@@ -699,15 +705,15 @@ class Runner:
         mounts += [{"kind": "rbind", "src": "/dev", "dst": "/dev"}, {"kind": "rbind", "src": "/proc", "dst": "/proc"}]
         if tool == "aws-cli":
             venv = self.aws.parent.parent
-            mounts.append({"kind": "bind", "src": str(venv), "dst": str(venv), "ro": True})
+            late.append({"kind": "bind", "src": str(venv), "dst": str(venv), "ro": True})
             cfg = venv / "pyvenv.cfg"
             if cfg.is_file():
                 home = next((line.split("=", 1)[1].strip() for line in cfg.read_text().splitlines() if line.startswith("home")), None)
                 if home and not home.startswith("/usr/"):
                     base = str(Path(home).parent)
-                    mounts.append({"kind": "bind", "src": base, "dst": base, "ro": True})
-            mounts.append({"kind": "bind", "src": str(self.tools / "aws-cli"), "dst": TOOLS_DIR, "ro": True})
-        return mounts
+                    late.append({"kind": "bind", "src": base, "dst": base, "ro": True})
+            late.append({"kind": "bind", "src": str(self.tools / "aws-cli"), "dst": TOOLS_DIR, "ro": True})
+        return mounts, late
 
     def read(self, kind, ns, name):
         obj = self.core.read_namespaced_secret(name, ns) if kind == "secret" else self.core.read_namespaced_config_map(name, ns)

@@ -108,3 +108,22 @@ def test_service_names_go_where_kwok_forwards_their_ports():
                    "S3_ENDPOINT": "http://127.0.0.1:15000",
                    "PGHOST": "127.0.0.1", "PGPORT": "15432", "OTHER": "plain"}
     assert any("no local forward" in n and "CLICKHOUSE_URL" in n for n in notes)
+
+
+def test_the_aws_cli_venv_stays_visible_under_a_volume_mounted_above_it(tmp_path):
+    """CI clones the repository under /tmp and the backup pods mount an emptyDir at /tmp: the venv (which must keep its
+    own path, its scripts' shebangs name it) is mounted after the pod's volumes, or the emptyDir hides it."""
+    venv = tmp_path / "clone" / ".build" / "awscli"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "aws").write_text("#!/bin/sh\n")
+    runner = job_runner.Runner.__new__(job_runner.Runner)
+    runner.aws, runner.tools = venv / "bin" / "aws", tmp_path / "tools"
+    runner.images = {"docker.io/amazon/aws-cli": "aws-cli"}
+    pod = {"metadata": {"name": "backup", "namespace": "ns"},
+           "spec": {"containers": [{"name": "upload", "image": "docker.io/amazon/aws-cli:2.31.0", "command": ["aws", "--version"],
+                                    "volumeMounts": [{"name": "tmp", "mountPath": str(tmp_path)}]}]}}
+    run = job_runner.PodRun.__new__(job_runner.PodRun)
+    run.runner, run.pod, run.name, run.dir = runner, pod, "backup", tmp_path / "run"
+    spec = run.sandbox_spec(pod["spec"]["containers"][0], {"tmp": (tmp_path / "emptydir", False)}, {})
+    order = [m["dst"] for m in spec["mounts"]]
+    assert order.index(str(tmp_path)) < order.index(str(venv))
