@@ -171,7 +171,7 @@ def test_new_web_pods_never_ready_roll_the_release_back(installed):
     assert proc.returncode != 0
     text = " ".join(proc.stdout.split())
     assert 'failed at step "web to 3.226.0"' in text, proc.stdout[-4000:]
-    assert f"The release is back at revision {before} (web 3.225.4, worker 3.225.4)" in text
+    assert f"The release is back at revision {before} (web 3.225.4, worker 3.225.4, langfuse-1.5.41)" in text
     assert "migrations are not rolled back" in text
     last = history(installed)[-1]
     assert last["status"] == "deployed" and last["description"] == f"Rollback to {before}"
