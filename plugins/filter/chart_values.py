@@ -1,6 +1,6 @@
 # Copyright: langfuse_ops.platform contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Chart values of one Langfuse release line that the other line's chart does not read."""
+"""Checks of the Langfuse chart values: keys of the other release line, and the final values' traps."""
 
 from __future__ import annotations
 
@@ -57,6 +57,84 @@ def chart_line_foreign_keys(values, release_line, variable="langfuse_helm_values
             for key, instead in foreign.items() if _has(values, key)]
 
 
+# Env a chart override must not carry. The connection variables suppress the chart's own env block when
+# set in langfuse.additionalEnv (the chart's templates skip theirs), so the role's existingSecret wiring
+# would silently stop applying (DESIGN: "Setting DATABASE_URL / REDIS_CONNECTION_STRING /
+# CLICKHOUSE_MIGRATION_URL in the global langfuse.additionalEnv suppresses the chart's own env block").
+CONNECTION_ENV = ("DATABASE_URL", "DIRECT_URL", "DATABASE_HOST", "REDIS_CONNECTION_STRING", "CLICKHOUSE_URL",
+                  "CLICKHOUSE_MIGRATION_URL")
+SECRET_ENV = ("SALT", "ENCRYPTION_KEY", "NEXTAUTH_SECRET", "DATABASE_PASSWORD", "REDIS_PASSWORD", "REDIS_AUTH",
+              "CLICKHOUSE_PASSWORD", "LANGFUSE_S3_EVENT_UPLOAD_SECRET_ACCESS_KEY", "LANGFUSE_S3_MEDIA_UPLOAD_SECRET_ACCESS_KEY",
+              "LANGFUSE_S3_BATCH_EXPORT_SECRET_ACCESS_KEY", "LANGFUSE_EE_LICENSE_KEY", "SMTP_CONNECTION_URL")
+# Settings that hold a secret as {value: ...} in the chart (secretKeyRef is the way).
+SECRET_SETTINGS = ("salt", "encryptionKey", "secret", "licenseKey", "secretAccessKey", "clientSecret")
+
+
+def _pinned(ref):
+    if "@sha256:" in ref:
+        return True
+    last = ref.rsplit("/", 1)[-1]
+    return ":" in last and last.rsplit(":", 1)[1] not in ("", "latest")
+
+
+def _walk(node, path=""):
+    yield path, node
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _walk(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _walk(value, f"{path}[{i}]")
+
+
+def chart_values_problems(values, release_line, cluster_enabled=False, variable="langfuse_helm_values"):
+    """What is wrong with the final chart values (role values merged with the overrides), one message each.
+
+    Pinned images everywhere, no secret in clear text, none of the chart's traps, ClickHouse as the
+    inventory has it.
+    """
+    if not isinstance(values, dict):
+        raise AnsibleFilterError("chart_values_problems: the values must be a dict")
+    problems = []
+    for path, node in _walk(values):
+        where = f"{variable}.{path}"
+        key = path.rsplit(".", 1)[-1]
+        if isinstance(node, dict) and "tag" in node and ("repository" in node or key == "image"):
+            tag = node.get("tag")
+            if tag is not None and (str(tag).strip() in ("", "latest")):
+                problems.append(f"{where}.tag is {tag!r}: pin an image tag (e.g. the Langfuse version) so every run deploys what was tested")
+        if key == "image" and isinstance(node, str) and not _pinned(node):
+            problems.append(f"{where} is {node!r}: pin the image (a tag other than latest, or a digest)")
+        if key in SECRET_SETTINGS and isinstance(node, dict) and node.get("value"):
+            problems.append(f"{where}.value holds a secret in clear text (stored in the Helm release and the Deployment): "
+                            "give it as secretKeyRef (namespace_secrets creates the Secrets)")
+        if key == "password" and path.endswith("auth.password") and node:
+            problems.append(f"{where} holds a password in clear text: use auth.existingSecret (namespace_secrets creates it)")
+        if key in ("additionalEnv", "env", "extraEnv") and isinstance(node, list):
+            for i, env in enumerate(node):
+                name = env.get("name") if isinstance(env, dict) else None
+                if name in CONNECTION_ENV:
+                    problems.append(f"{where}[{i}] sets {name}: the chart then drops its own connection env (and the "
+                                    "role's existingSecret wiring); set the postgres/redis/clickhouse_operator role variables instead")
+                elif name in SECRET_ENV and env.get("value"):
+                    problems.append(f"{where}[{i}] sets {name} as a literal value: use valueFrom.secretKeyRef")
+    for store in ("postgresql", "redis", "clickhouse", "s3"):
+        if (values.get(store) or {}).get("deploy"):
+            problems.append(f"{variable}.{store}.deploy is true: the chart would run its own bundled {store} beside the one this "
+                            "collection manages (postgres, redis, clickhouse_operator, s3_buckets roles); keep it false")
+    clickhouse = values.get("clickhouse") or {}
+    if release_line == "v3" and clickhouse.get("shards", 1) != 1:
+        problems.append(f"{variable}.clickhouse.shards is {clickhouse.get('shards')!r}: Langfuse has no Distributed tables, "
+                        "so reads would see one shard's data; it must be 1")
+    got = clickhouse.get("clusterEnabled") if release_line == "v3" else (clickhouse.get("cluster") or {}).get("enabled")
+    if got is not None and bool(got) != bool(cluster_enabled):
+        key = "clusterEnabled" if release_line == "v3" else "cluster.enabled"
+        problems.append(f"{variable}.clickhouse.{key} is {got!r} but the ClickHouse connection is "
+                        f"{'clustered' if cluster_enabled else 'a single node'}: set it through the clickhouse_operator role "
+                        "(clickhouse_operator_external.cluster_enabled or the operator's replicas), not in the chart values")
+    return problems
+
+
 class FilterModule:
     def filters(self):
-        return {"chart_line_foreign_keys": chart_line_foreign_keys}
+        return {"chart_line_foreign_keys": chart_line_foreign_keys, "chart_values_problems": chart_values_problems}

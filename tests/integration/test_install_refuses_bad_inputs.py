@@ -75,8 +75,17 @@ CASES = {
     "cluster-issuer-without-cert-manager": ({"langfuse_helm_ingress": {**INGRESS, "cluster_issuer": "letsencrypt"}},
                                             ["clusterissuers.cert-manager.io"]),
     "keda-without-keda": ({"langfuse_helm_worker": {**WORKER, "autoscaling": "keda"}}, ["scaledobjects.keda.sh"]),
-    "unknown-worker-autoscaling": ({"langfuse_helm_worker": {**WORKER, "autoscaling": "vpa"}}, ["langfuse_helm_worker.autoscaling"]),
+    "unknown-worker-autoscaling": ({"langfuse_helm_worker": {**WORKER, "autoscaling": "vpa"}},
+                                   ["value of autoscaling must be one of: hpa, keda, none, got: vpa found in langfuse_helm_worker"]),
     "missing-storage-class": ({"preflight_storage_class": "fast-ssd"}, ["StorageClass fast-ssd", "preflight_storage_class"]),
+    "namespace-upper-case": ({"langfuse_namespace": "Langfuse-Prod"}, ["namespace_secrets_namespace (langfuse_namespace) is 'Langfuse-Prod'"]),
+    "postgres-port-out-of-range": ({"postgres_port": 70000}, ["postgres_port is 70000", "1 to 65535"]),
+    "backup-cron-hour-24": ({"backup_cron_postgres_schedule": "0 24 * * *"},
+                            ["backup_cron_postgres_schedule", "the hour field '24' is outside 0-23"]),
+    "timeout-without-unit": ({"langfuse_helm_timeout": "15"}, ["langfuse_helm_timeout is '15'", "Go duration"]),
+    "database-url-in-additional-env": ({"langfuse_helm_values": {"langfuse": {"additionalEnv": [
+        {"name": "DATABASE_URL", "value": "postgresql://postgres@127.0.0.1:15432/langfuse"}]}}},
+        ["langfuse_helm_values.langfuse.additionalEnv[0] sets DATABASE_URL"]),
     "salt-literal-in-values": ({"langfuse_helm_values": {"langfuse": {"salt": {"value": "plain"}}}}, ["langfuse.salt.value", "secretKeyRef"]),
 }
 
@@ -86,6 +95,7 @@ def test_install_refuses_before_changing_anything(cluster, services, case):
     overrides, expected = CASES[case]
     namespace = f"bad-{uuid.uuid4().hex[:8]}"
     extra = {"langfuse_namespace": namespace, **overrides}
+    namespace = extra["langfuse_namespace"]
     proc = run("ansible-playbook", "-i", "inventories/local", "playbooks/install.yml", "-e", json.dumps(extra),
                check=False, cwd=REPO, timeout=300)
     output = proc.stdout + proc.stderr

@@ -143,3 +143,19 @@ def test_the_standin_worker_health_fails_while_event_propagation_is_stuck(cluste
     worker(stuck=True)
     proc = health()
     assert proc.returncode != 0 and "503" in proc.stdout, proc.stdout
+
+
+def test_queue_shards_reach_the_worker_and_never_go_down(v4_installed):
+    namespace = v4_installed[0]
+    pins = {"langfuse_namespace": namespace, **V4, "langfuse_helm_app_version": "4.16.0"}
+    proc = playbook("install", {**pins, "langfuse_helm_queue_shards": {"ingestion-queue": 4}})
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    dep = json.loads(kubectl("-n", namespace, "get", "deployment", "langfuse-worker", "-o", "json").stdout)
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LANGFUSE_INGESTION_QUEUE_SHARD_COUNT"] == "4"
+    before = len(revisions(namespace))
+    lowered = playbook("install", {**pins, "langfuse_helm_queue_shards": {"ingestion-queue": 2}})
+    assert lowered.returncode != 0
+    assert "LANGFUSE_INGESTION_QUEUE_SHARD_COUNT 4 -> 2" in " ".join(lowered.stdout.split())
+    assert "shard counts only go up" in " ".join(lowered.stdout.split())
+    assert len(revisions(namespace)) == before

@@ -1,4 +1,4 @@
-"""The overrides of one chart line that the other line's chart would silently ignore."""
+"""Checks of the Langfuse chart values: keys of the other release line, and the traps of the final values."""
 import sys
 from pathlib import Path
 
@@ -6,7 +6,8 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / ".build" / "collections"))
-from ansible_collections.langfuse_ops.platform.plugins.filter.chart_values import chart_line_foreign_keys  # noqa: E402
+from ansible_collections.langfuse_ops.platform.plugins.filter.chart_values import (  # noqa: E402
+    chart_line_foreign_keys, chart_values_problems)
 
 
 def test_v3_keys_are_refused_for_chart_2_with_the_key_to_use():
@@ -38,3 +39,68 @@ def test_bad_arguments():
         chart_line_foreign_keys({}, "v5")
     with pytest.raises(AnsibleFilterError):
         chart_line_foreign_keys([], "v4")
+
+
+# --- the final values (role values merged with langfuse_helm_values) ---------------------------------
+
+GOOD = {
+    "langfuse": {"image": {"tag": "3.224.1"}, "web": {"image": {"repository": "langfuse/langfuse", "tag": "3.224.1"}},
+                 "worker": {"image": {"repository": "langfuse/langfuse-worker", "tag": "3.224.1"}},
+                 "salt": {"secretKeyRef": {"name": "app", "key": "salt"}},
+                 "nextauth": {"url": "https://x", "secret": {"secretKeyRef": {"name": "app", "key": "nextauth-secret"}}},
+                 "additionalEnv": [{"name": "LANGFUSE_INIT_ORG_ID", "value": "org"}]},
+    "postgresql": {"deploy": False, "auth": {"existingSecret": "pg"}},
+    "redis": {"deploy": False, "auth": {"existingSecret": "redis"}},
+    "clickhouse": {"deploy": False, "clusterEnabled": False, "shards": 1, "auth": {"existingSecret": "ch"}},
+    "s3": {"deploy": False, "secretAccessKey": {"secretKeyRef": {"name": "s3", "key": "secret-access-key"}}},
+}
+
+
+def merged(**changes):
+    import copy
+    values = copy.deepcopy(GOOD)
+
+    def merge(a, b):
+        for k, v in b.items():
+            a[k] = merge(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+        return a
+    return merge(values, changes)
+
+
+def test_the_role_values_pass():
+    assert chart_values_problems(GOOD, "v3") == []
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"langfuse": {"web": {"image": {"tag": "latest"}}}}, "langfuse_helm_values.langfuse.web.image.tag is 'latest': pin"),
+    ({"langfuse": {"image": {"tag": ""}}}, "langfuse_helm_values.langfuse.image.tag is '': pin"),
+    ({"langfuse": {"web": {"extraContainers": [{"name": "proxy", "image": "envoyproxy/envoy"}]}}},
+     "langfuse_helm_values.langfuse.web.extraContainers[0].image is 'envoyproxy/envoy': pin"),
+    ({"langfuse": {"salt": {"value": "s3cr3t"}}}, "langfuse_helm_values.langfuse.salt.value holds a secret in clear text"),
+    ({"langfuse": {"nextauth": {"secret": {"value": "x"}}}}, "langfuse_helm_values.langfuse.nextauth.secret.value holds a secret"),
+    ({"s3": {"eventUpload": {"secretAccessKey": {"value": "k"}}}}, "s3.eventUpload.secretAccessKey.value holds a secret"),
+    ({"clickhouse": {"auth": {"password": "pw"}}}, "langfuse_helm_values.clickhouse.auth.password holds a password"),
+    ({"langfuse": {"additionalEnv": [{"name": "DATABASE_URL", "value": "postgresql://u@h/db"}]}},
+     "langfuse_helm_values.langfuse.additionalEnv[0] sets DATABASE_URL: the chart then drops its own connection env"),
+    ({"langfuse": {"worker": {"additionalEnv": [{"name": "CLICKHOUSE_MIGRATION_URL", "value": "clickhouse://x"}]}}},
+     "langfuse.worker.additionalEnv[0] sets CLICKHOUSE_MIGRATION_URL"),
+    ({"langfuse": {"additionalEnv": [{"name": "ENCRYPTION_KEY", "value": "0" * 64}]}}, "sets ENCRYPTION_KEY as a literal value"),
+    ({"redis": {"deploy": True}}, "langfuse_helm_values.redis.deploy is true: the chart would run its own bundled redis"),
+    ({"clickhouse": {"shards": 2}}, "langfuse_helm_values.clickhouse.shards is 2"),
+    ({"clickhouse": {"clusterEnabled": True}}, "langfuse_helm_values.clickhouse.clusterEnabled is True but the ClickHouse connection is a single node"),
+])
+def test_each_trap_is_named_with_the_fix(change, expected):
+    problems = chart_values_problems(merged(**change), "v3")
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_v4_reads_cluster_enabled_and_ignores_shards():
+    values = merged(clickhouse={"cluster": {"enabled": True}, "shards": 3})
+    del values["clickhouse"]["clusterEnabled"]
+    assert chart_values_problems(values, "v4", cluster_enabled=True) == []
+    assert "clickhouse.cluster.enabled is True" in chart_values_problems(values, "v4")[0]
+
+
+def test_a_secret_from_a_secret_ref_in_env_is_fine():
+    values = merged(langfuse={"additionalEnv": [{"name": "SALT", "valueFrom": {"secretKeyRef": {"name": "a", "key": "b"}}}]})
+    assert chart_values_problems(values, "v3") == []

@@ -167,3 +167,19 @@ def test_backup_max_ages_become_seconds(tmp_path):
     groups = {g["name"]: g["rules"] for g in data["rules"]["spec"]["groups"]}
     exprs = {r["labels"]["cronjob"]: r["expr"] for r in groups["langfuse-backups"]}
     assert "> 5400" in exprs["langfuse-backup-postgres"] and "> 1209600" in exprs["nightly"]
+
+
+def test_the_exporter_and_the_backlog_rule_follow_every_queue_shard(tmp_path):
+    proc, data = render(
+        tmp_path,
+        redis_connection={**FACTS["redis_connection"], "mode": "cluster", "nodes": ["r1.example:6379"], "key_prefix": "lf"},
+        langfuse_helm_queue_shards={"ingestion-queue": 4, "trace-upsert": 2})
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    keys = exporter_env(data)[1]["REDIS_EXPORTER_CHECK_SINGLE_KEYS"].split(",")
+    assert [k for k in keys if k.endswith(":wait") and "ingestion-queue" in k and "otel" not in k] == [
+        "{lf:ingestion-queue}:ingestion-queue:wait", "{lf:ingestion-queue-1}:ingestion-queue-1:wait",
+        "{lf:ingestion-queue-2}:ingestion-queue-2:wait", "{lf:ingestion-queue-3}:ingestion-queue-3:wait"]
+    assert "{lf:trace-upsert-1}:trace-upsert-1:delayed" in keys
+    assert len(keys) == 2 * (4 + 1 + 1 + 2 + 1)
+    regex = re.search(r"key=~`([^`]*)`", data["records"]["langfuse:ingestion_backlog:sum"]["expr"])[1]
+    assert len([k for k in keys if re.fullmatch(regex, k)]) == 2 * (4 + 1)

@@ -41,3 +41,20 @@ def test_every_default_is_documented(role):
                     break
                 block.append(ln)
             assert any(ln.startswith("#") for ln in block), f"{role.name}: {line.split(':')[0]} has no comment"
+
+
+def _nested(options, path):
+    for name, option in (options or {}).items():
+        yield f"{path}.{name}", option
+        if isinstance(option, dict):
+            yield from _nested(option.get("options"), f"{path}.{name}")
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_every_nested_option_is_a_described_option(role):
+    # A comma in an unquoted flow-mapping description once split it into a bogus option with no spec.
+    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    for entry, spec in specs.items():
+        for path, option in _nested(spec.get("options"), entry):
+            assert isinstance(option, dict) and option.get("description"), f"{role.name}:{path} is {option!r}"
+            assert option.get("type", "str") in {"str", "int", "float", "bool", "dict", "list", "raw", "path"}, path
