@@ -56,8 +56,8 @@ seed_cluster() {
 }
 
 # Stand-ins for what KWOK cannot run: processes on loopback that play the
-# Langfuse pods behind port-forwards, and the reconcilers of the Altinity and
-# CloudNativePG operators.
+# Langfuse pods behind port-forwards, and the reconcilers of the Altinity, the
+# official ClickHouse (clickhouse.com) and the CloudNativePG operators.
 start_standin() {
   local name=$1; shift
   local pid="$LOCALENV_STATE/standin-$name.pid"
@@ -72,6 +72,7 @@ start_standins() {
   wait_for_port "$LOCALENV_STANDIN_WEB_PORT" "the stand-in Langfuse server"
   start_standin altinity-operator "$LOCALENV_DIR/../standins/altinity_operator.py"
   start_standin cnpg-operator "$LOCALENV_DIR/../standins/cnpg_operator.py"
+  start_standin clickhouse-official-operator "$LOCALENV_DIR/../standins/clickhouse_official_operator.py"
 }
 
 # CRDs of what the cluster does not run (stand-ins under manifests/crds/): applied on
