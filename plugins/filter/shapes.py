@@ -87,6 +87,49 @@ def shape_problems(checks):
     return problems
 
 
+QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+SUFFIXES = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+            "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60}
+
+
+def quantity(value):
+    """A Kubernetes resource quantity (500m, 2, 1.5Gi, 512M) as a number, or None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    match = QUANTITY.match(str(value).strip())
+    return float(match.group(1)) * SUFFIXES[match.group(2)] if match else None
+
+
+def unschedulable_requests(requests, nodes):
+    """Resource requests that no node can hold, one message each.
+
+    requests: [[variable, {cpu: .., memory: ..}], ...] (a pod's requests); nodes: [[name, allocatable], ...]
+    as the cluster reports them. A request fits when one node's allocatable holds every resource of it.
+    A request that is not a quantity is named too; with no nodes read, nothing is judged.
+    """
+    problems = []
+    if not nodes:
+        return problems
+    for variable, wanted in requests:
+        wanted = {k: v for k, v in (wanted or {}).items() if v not in (None, "")}
+        bad = [k for k, v in wanted.items() if quantity(v) is None]
+        if bad:
+            problems.append(f"{variable}.{bad[0]} is {wanted[bad[0]]!r}: a Kubernetes quantity looks like 500m, 2, 512Mi or 4Gi")
+            continue
+        if not wanted:
+            continue
+        fits = [name for name, allocatable in nodes
+                if all(quantity((allocatable or {}).get(k, 0)) is not None and quantity(v) <= quantity((allocatable or {}).get(k, 0))
+                       for k, v in wanted.items())]
+        if not fits:
+            largest = ", ".join(f"{k} {max((quantity((a or {}).get(k, 0)) or 0) for _name, a in nodes):g}" for k in wanted)
+            asked = ", ".join(f"{k} {v}" for k, v in wanted.items())
+            problems.append(f"{variable} asks for {asked}, which no node of the cluster can hold (the most any node can "
+                            f"give: {largest}, counting cpu in cores and memory in bytes); the pods would stay Pending. "
+                            "Lower the request or add larger nodes")
+    return problems
+
+
 class FilterModule:
     def filters(self):
-        return {"shape_problems": shape_problems}
+        return {"shape_problems": shape_problems, "unschedulable_requests": unschedulable_requests}

@@ -1,8 +1,10 @@
-"""Every role's argument_specs and defaults describe the same variables.
+"""Every role's meta/argument_specs.yml against its defaults/main.yml, checked for what a spec must say.
 
-A variable in one and not the other is a bug: undocumented, or unchecked.
-Required inputs have no default; they appear in defaults/main.yml only as a
-comment `# <name>:  (required, no default)`.
+The specs are written by hand (nested options, choices, no_log), so these checks hold them to the
+defaults: every default has a spec entry (else it is unchecked), a default the spec states is the value
+defaults/main.yml sets (where that value is a literal, not a Jinja template), the spec's type takes that
+value, and every description is its own: no two options share one, and none only repeats the option's name.
+Required inputs have no default; they appear in defaults/main.yml only as `# <name>:  (required, no default)`.
 """
 import re
 from pathlib import Path
@@ -11,50 +13,96 @@ import pytest
 import yaml
 
 ROLES = sorted(p.parent.parent for p in (Path(__file__).resolve().parents[2] / "roles").glob("*/meta/argument_specs.yml"))
+TYPES = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,), "dict": (dict,), "list": (list,)}
 
 
-@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
-def test_specs_match_defaults(role):
+def load(role):
     text = (role / "defaults" / "main.yml").read_text()
-    defaults = set(yaml.safe_load(text) or {})
+    defaults = yaml.safe_load(text) or {}
     required = set(re.findall(r"^# ([a-z0-9_]+):\s+\(required, no default\)", text, flags=re.M))
     specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
-    for entry, spec in specs.items():
-        options = spec.get("options", {})
-        assert set(options) == defaults | required, f"{role.name}:{entry}"
-        assert {k for k, v in options.items() if v.get("required")} == required, f"{role.name}:{entry}"
-        for name, option in options.items():
-            assert name.startswith(role.name + "_"), f"{name} is not prefixed with the role name"
-            assert option.get("description"), f"{name} has no description"
+    return defaults, required, specs
+
+
+def nested(options, path=""):
+    for name, option in (options or {}).items():
+        yield f"{path}.{name}" if path else name, option
+        if isinstance(option, dict):
+            yield from nested(option.get("options"), f"{path}.{name}" if path else name)
+
+
+def is_template(value):
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, dict):
+        return any(is_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(is_template(v) for v in value)
+    return False
 
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
-def test_every_default_is_documented(role):
+def test_every_default_has_a_spec_entry(role):
+    defaults, required, specs = load(role)
+    options = {}
+    for spec in specs.values():
+        options.update(spec.get("options", {}))
+    assert not set(defaults) - set(options), f"{role.name}: defaults with no spec entry: {sorted(set(defaults) - set(options))}"
+    assert not set(options) - set(defaults) - required, (
+        f"{role.name}: spec entries with no default and not marked required: {sorted(set(options) - set(defaults) - required)}")
+    for entry, spec in specs.items():
+        for name, option in spec.get("options", {}).items():
+            assert name.startswith(role.name + "_"), f"{name} is not prefixed with the role name"
+            assert not option.get("required") or name in required, f"{role.name}:{entry}:{name} is required but has a default"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_spec_defaults_and_types_are_the_defaults(role):
+    defaults, specs = load(role)[0], load(role)[2]
+    for entry, spec in specs.items():
+        for name, option in spec.get("options", {}).items():
+            if name not in defaults or is_template(defaults[name]):
+                continue
+            value = defaults[name]
+            if "default" in option:
+                assert option["default"] == value, (
+                    f"{role.name}:{entry}:{name}: spec default {option['default']!r}, defaults {value!r}")
+            kind = option.get("type", "str")
+            if kind in TYPES and value is not None:
+                ok = isinstance(value, TYPES[kind]) and not (kind in ("int", "float") and isinstance(value, bool))
+                assert ok, f"{role.name}:{entry}:{name} is type {kind} but defaults/main.yml sets {value!r}"
+            if option.get("choices") and value not in ("", None):
+                allowed = set(value) <= set(option["choices"]) if kind == "list" else value in option["choices"]
+                assert allowed, f"{role.name}:{entry}:{name}: default {value!r} is not one of its choices"
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_every_description_is_its_own(role):
+    specs = load(role)[2]
+    for entry, spec in specs.items():
+        seen = {}
+        for path, option in nested(spec.get("options")):
+            assert isinstance(option, dict), f"{role.name}:{entry}:{path} is {option!r}"
+            description = option.get("description")
+            text = " ".join(description) if isinstance(description, list) else str(description or "")
+            text = " ".join(text.split())
+            assert text, f"{role.name}:{entry}:{path} has no description"
+            words = re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+            assert words not in {path.split(".")[-1].replace("_", " "), path.replace("_", " ").replace(".", " ")}, (
+                f"{role.name}:{entry}:{path}: the description only repeats the name")
+            assert text not in seen, f"{role.name}:{entry}: {path} and {seen.get(text)} share the description {text!r}"
+            seen[text] = path
+            assert option.get("type", "str") in {"str", "int", "float", "bool", "dict", "list", "raw", "path"}, path
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
+def test_every_default_is_commented(role):
     lines = (role / "defaults" / "main.yml").read_text().splitlines()
     for i, line in enumerate(lines):
         if re.match(r"^[a-z0-9_]+:", line):
-            above = lines[:i][::-1]
-            # a comment right above, or the key belongs to a commented group without a blank line between
             block = []
-            for ln in above:
-                if not ln.strip():
+            for above in lines[:i][::-1]:
+                if not above.strip():
                     break
-                block.append(ln)
+                block.append(above)
             assert any(ln.startswith("#") for ln in block), f"{role.name}: {line.split(':')[0]} has no comment"
-
-
-def _nested(options, path):
-    for name, option in (options or {}).items():
-        yield f"{path}.{name}", option
-        if isinstance(option, dict):
-            yield from _nested(option.get("options"), f"{path}.{name}")
-
-
-@pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
-def test_every_nested_option_is_a_described_option(role):
-    # A comma in an unquoted flow-mapping description once split it into a bogus option with no spec.
-    specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
-    for entry, spec in specs.items():
-        for path, option in _nested(spec.get("options"), entry):
-            assert isinstance(option, dict) and option.get("description"), f"{role.name}:{path} is {option!r}"
-            assert option.get("type", "str") in {"str", "int", "float", "bool", "dict", "list", "raw", "path"}, path

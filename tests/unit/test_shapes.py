@@ -6,7 +6,8 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / ".build" / "collections"))
-from ansible_collections.langfuse_ops.platform.plugins.filter.shapes import cron_problem, shape_problems  # noqa: E402
+from ansible_collections.langfuse_ops.platform.plugins.filter.shapes import (  # noqa: E402
+    cron_problem, quantity, shape_problems, unschedulable_requests)
 
 
 @pytest.mark.parametrize("kind, value, ok", [
@@ -55,3 +56,31 @@ def test_min_max_and_unknown_kinds():
         "langfuse_helm_web.hpa: the minimum 10 is above the maximum 3; the autoscaler cannot work"]
     with pytest.raises(AnsibleFilterError):
         shape_problems([["x", "colour", "blue"]])
+
+
+NODES = [["a", {"cpu": "4", "memory": "16Gi", "pods": "110"}], ["b", {"cpu": "8", "memory": "8Gi", "pods": "110"}]]
+
+
+@pytest.mark.parametrize("value, number", [("500m", 0.5), ("2", 2.0), ("1.5", 1.5), ("512Mi", 512 * 2 ** 20), ("1G", 1e9),
+                                           ("4Gi", 4 * 2 ** 30), (3, 3.0), ("two", None), ("1 Gi", None), (True, None)])
+def test_quantities(value, number):
+    assert quantity(value) == number
+
+
+@pytest.mark.parametrize("wanted, fits", [
+    ({"cpu": "4", "memory": "16Gi"}, True),      # node a exactly
+    ({"cpu": "6", "memory": "8Gi"}, True),       # only node b
+    ({"cpu": "6", "memory": "12Gi"}, False),     # cpu only on b, memory only on a: no single node
+    ({"cpu": "9000m"}, False), ({"memory": "17Gi"}, False), ({}, True), ({"cpu": ""}, True),
+])
+def test_a_request_fits_when_one_node_holds_all_of_it(wanted, fits):
+    problems = unschedulable_requests([["langfuse_helm_web.resources.requests", wanted]], NODES)
+    assert (problems == []) is fits, problems
+    if not fits:
+        assert problems[0].startswith("langfuse_helm_web.resources.requests asks for ") and "Lower the request" in problems[0]
+
+
+def test_requests_are_not_judged_without_nodes_and_bad_quantities_are_named():
+    assert unschedulable_requests([["x", {"cpu": "999"}]], []) == []
+    assert unschedulable_requests([["x", {"memory": "lots"}]], NODES) == [
+        "x.memory is 'lots': a Kubernetes quantity looks like 500m, 2, 512Mi or 4Gi"]
