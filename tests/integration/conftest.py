@@ -114,16 +114,20 @@ def pg(services, database="postgres"):
 
 
 def ch(services, query):
-    response = requests.post(f"http://127.0.0.1:{services['LOCALENV_CLICKHOUSE_HTTP_PORT']}/", data=query,
+    """A query to the local inventory's ClickHouse (ClickHouse 26 on chDB, the `services.sh` service)."""
+    response = requests.post(f"http://127.0.0.1:{services['LOCALENV_CHDB_HTTP_PORT']}/", data=query,
                              auth=("default", services["LOCALENV_CLICKHOUSE_PASSWORD"]), timeout=30)
     assert response.ok, response.text
     return response.text
 
 
-@pytest.fixture
-def databases(cluster, services):
-    """A Postgres database and a ClickHouse database of this test, migrated cleanly to start with."""
-    name = f"gate_{uuid.uuid4().hex[:8]}"
+@contextlib.contextmanager
+def migrated_databases(services, prefix="gate"):
+    """A Postgres database and a database of the local inventory's ClickHouse, as a clean migration leaves them.
+
+    Yields their name; drops them after, with any database a ClickHouse restore left beside (<name>_before_restore_*).
+    """
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with pg(services) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     with pg(services, name) as conn:
@@ -135,12 +139,22 @@ def databases(cluster, services):
     ch(services, f"CREATE TABLE {name}.schema_migrations (version Int64, dirty UInt8, sequence UInt64) "
                  "ENGINE = MergeTree ORDER BY sequence")
     ch(services, f"INSERT INTO {name}.schema_migrations VALUES (36, 0, 1)")
+    try:
+        yield name
+    finally:
+        with pg(services) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for database in ch(services, f"SELECT name FROM system.databases WHERE startsWith(name, '{name}')").split():
+            ch(services, f"DROP DATABASE IF EXISTS {database}")
+
+
+@pytest.fixture
+def databases(cluster, services):
+    """A Postgres database and a ClickHouse database of this test, migrated cleanly to start with."""
     namespace = f"it-gate-{uuid.uuid4().hex[:6]}"
-    yield name, namespace
-    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-    with pg(services) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    ch(services, f"DROP DATABASE IF EXISTS {name}")
+    with migrated_databases(services) as name:
+        yield name, namespace
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 class ChdbServer:

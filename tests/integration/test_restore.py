@@ -1,35 +1,93 @@
-"""restore.yml on the local control plane, from backups the real scripts made.
+"""restore.yml on the local control plane, from backups backup.yml made for real: the drill of the embedded default.
 
-The Postgres backup is a real pg_dump of the local inventory's database by
-backup-postgres.sh, and the ClickHouse one is made by backup-clickhouse.sh
-(against the recording stand-in: the local 18.16 server predates BACKUP), both
-in the backup bucket under the namespace's prefix, as the CronJobs would leave
-them. KWOK runs no containers, so the restore Jobs complete without running
-their scripts (tests/integration/test_backup_scripts.py runs those for real);
-what runs for real here: the plan read from S3, the refusals, the scale-down
-and scale-back, the Jobs' specs, the S3 point-in-time restore on moto, the
-migration check against the local databases and the health check.
+The local inventory labels its namespace for the localenv job runner, so the backup and restore Jobs run their
+scripts as local processes against the real local servers: pg_dump/pg_restore on PostgreSQL 15, BACKUP/RESTORE on
+ClickHouse 26 (chDB behind chdb_http.py), S3 on moto. The module's install gets databases of its own, seeded with
+Langfuse-like data (Postgres rows; ClickHouse ReplacingMergeTree tables and a materialised view; S3 objects); the
+drill damages them, restores, and compares row counts and checksums with the ones taken before the backup, then
+restores the same backups into a second, new namespace with databases of its own.
+
+Not exercised here: Langfuse itself on the restored data (the web and worker pods are KWOK's; their health is the
+stand-in server's), ClickHouse ON CLUSTER and Replicated tables (chDB has no Keeper).
 """
 import base64
 import json
-import tempfile
-import threading
 import time
+import threading
 import uuid
+from pathlib import Path
 
 import boto3
 import pyrage
 import pytest
 from pyrage import x25519
 
-from conftest import installed_release, kubectl, playbook
-from fake_clickhouse import FakeClickHouse
-from test_backup_scripts import script_env, sh
+from conftest import ch, installed_release, kubectl, migrated_databases, pg, playbook, run
 from test_install import recap
 
-# The age key pair of the module's install: the recipient goes into the inventory, the identity to restores only.
-IDENTITY = x25519.Identity.generate()
 APP_KEYS = ("salt", "encryption-key", "nextauth-secret")
+POSTGRES_SEED = [
+    "CREATE TABLE drill_traces (id integer PRIMARY KEY, project_id text NOT NULL, name text, created_at timestamptz)",
+    "INSERT INTO drill_traces SELECT i, 'project-' || (i % 7), 'trace ' || md5(i::text), "
+    "timestamptz '2026-11-01' + i * interval '1 minute' FROM generate_series(1, 5000) AS i",
+    "CREATE TABLE drill_scores (id integer PRIMARY KEY, trace_id integer REFERENCES drill_traces (id), value float8)",
+    "INSERT INTO drill_scores SELECT i, 1 + i % 5000, i / 7.0 FROM generate_series(1, 2000) AS i",
+]
+# Langfuse's shapes: ReplacingMergeTree ordered by project, versions by event time (a row given twice keeps the
+# newest), and a materialised view aggregating from it.
+CLICKHOUSE_SEED = [
+    "CREATE TABLE {db}.traces (id String, project_id String, name String, event_ts DateTime64(3)) "
+    "ENGINE = ReplacingMergeTree(event_ts) ORDER BY (project_id, id)",
+    "CREATE TABLE {db}.observations (id String, trace_id String, project_id String, type String, event_ts DateTime64(3)) "
+    "ENGINE = ReplacingMergeTree(event_ts) ORDER BY (project_id, trace_id, id)",
+    "CREATE TABLE {db}.trace_counts (project_id String, traces UInt64) ENGINE = SummingMergeTree ORDER BY project_id",
+    "CREATE MATERIALIZED VIEW {db}.trace_counts_mv TO {db}.trace_counts AS "
+    "SELECT project_id, count() AS traces FROM {db}.traces GROUP BY project_id",
+    "INSERT INTO {db}.traces SELECT toString(number), concat('project-', toString(number % 7)), "
+    "concat('trace ', hex(MD5(toString(number)))), toDateTime64('2026-11-01 00:00:00', 3) + number FROM numbers(3000)",
+    "INSERT INTO {db}.traces SELECT toString(number), concat('project-', toString(number % 7)), 'renamed', "
+    "toDateTime64('2026-11-02 00:00:00', 3) + number FROM numbers(500)",
+    "INSERT INTO {db}.observations SELECT toString(number), toString(number % 3000), concat('project-', "
+    "toString(number % 3000 % 7)), ['SPAN', 'GENERATION', 'EVENT'][1 + number % 3], "
+    "toDateTime64('2026-11-01 00:00:00', 3) + number FROM numbers(9000)",
+]
+
+
+def figures(services, database):
+    """Row counts and checksums of the drill's data: what a restore must give back exactly."""
+    out = {}
+    with pg(services, database) as conn:
+        for table in ("drill_traces", "drill_scores"):
+            out[f"postgres {table}"] = list(conn.execute(
+                f"SELECT count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY id), '')) FROM {table} t").fetchone())
+    for table, columns in (("traces", "id, project_id, name, event_ts"), ("observations", "id, trace_id, project_id, type, event_ts")):
+        out[f"clickhouse {table}"] = ch(services, f"SELECT count(), groupBitXor(cityHash64({columns})) "
+                                                  f"FROM {database}.{table} FINAL").split()
+    out["clickhouse trace_counts"] = ch(services, f"SELECT sum(traces), groupBitXor(cityHash64(project_id, traces)) FROM "
+                                                  f"(SELECT project_id, sum(traces) AS traces FROM {database}.trace_counts "
+                                                  "GROUP BY project_id)").split()
+    return out
+
+
+def seed(services, database):
+    with pg(services, database) as conn:
+        for statement in POSTGRES_SEED:
+            conn.execute(statement)
+    for statement in CLICKHOUSE_SEED:
+        ch(services, statement.format(db=database))
+
+
+def damage(services, database):
+    with pg(services, database) as conn:
+        conn.execute("DELETE FROM drill_scores WHERE id % 3 = 0")
+        conn.execute("UPDATE drill_traces SET name = 'overwritten' WHERE id % 5 = 0")
+    ch(services, f"TRUNCATE TABLE {database}.observations")
+    ch(services, f"INSERT INTO {database}.traces VALUES ('junk', 'project-0', 'junk', now64(3))")
+
+
+def identity(services):
+    """The local inventory's age identity (`services.sh up` made it): the recipient's, which restores alone read."""
+    return x25519.Identity.from_str(Path(services["LOCALENV_AGE_IDENTITY_FILE"]).read_text().strip())
 
 
 def s3_client(services):
@@ -55,34 +113,41 @@ def restore_jobs(namespace):
                               "-o", "json").stdout)["items"]
 
 
+def newest_backups(s3, prefix):
+    """The ids of the newest Postgres and ClickHouse backups under `prefix`, as the bucket lists them."""
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="langfuse-backups", Prefix=f"{prefix}/")
+            for o in page.get("Contents", [])]
+    postgres = sorted(k.split("/")[2] for k in keys if k.startswith(f"{prefix}/postgres/") and k.endswith("/manifest.json"))
+    clickhouse = sorted("/".join(k.split("/")[2:4])[:-len(".json")] for k in keys
+                        if k.startswith(f"{prefix}/clickhouse/") and k.endswith(".json") and k.count("/") == 3)
+    return postgres[-1], clickhouse[-1]
+
+
 @pytest.fixture(scope="module")
 def installed(cluster, services):
     namespace = f"it-rs-{uuid.uuid4().hex[:6]}"
     buckets = {kind: f"it-rs-{kind}-{namespace[-6:]}" for kind in ("events", "media", "exports")}
-    with installed_release(namespace, s3_buckets_names=buckets, backup_cron_app_secrets_recipient=str(IDENTITY.to_public())):
-        s3 = s3_client(services)
-        s3.put_object(Bucket=buckets["events"], Key="events/trace-1.json", Body=b"v1")
-        s3.put_object(Bucket=buckets["media"], Key="media/image.png", Body=b"image")
-        time.sleep(1.1)
-        # The fingerprints ConfigMap as the backup pods mount it (one file per key).
-        fingerprints_dir = tempfile.mkdtemp()
-        for key, value in configmap(namespace, "langfuse-app-secrets-fingerprints").items():
-            with open(f"{fingerprints_dir}/{key}", "w") as f:
-                f.write(value)
-        env = script_env(services, "langfuse-backups", "langfuse", S3_PREFIX=namespace, APP_FINGERPRINTS_DIR=fingerprints_dir)
-        postgres = sh("backup-postgres.sh", "run", env=env).stdout.strip()
-        fake = FakeClickHouse()
-        try:
-            ch_env = env | {"CLICKHOUSE_URL": fake.url, "CLICKHOUSE_USER": "default"}
-            clickhouse = sh("backup-clickhouse.sh", "incremental", env=ch_env).stdout.strip()
-        finally:
-            fake.close()
-        time.sleep(1.1)
-        # What happened after the backups, which the restore must undo in S3.
-        s3.put_object(Bucket=buckets["events"], Key="events/trace-1.json", Body=b"v2")
-        s3.put_object(Bucket=buckets["events"], Key="events/trace-2.json", Body=b"new")
-        s3.delete_object(Bucket=buckets["media"], Key="media/image.png")
-        yield {"namespace": namespace, "buckets": buckets, "postgres": postgres, "clickhouse": clickhouse, "s3": s3}
+    with migrated_databases(services, "drill") as database:
+        seed(services, database)
+        variables = {"s3_buckets_names": buckets, "postgres_database": database, "clickhouse_operator_database": database}
+        with installed_release(namespace, **variables):
+            s3 = s3_client(services)
+            s3.put_object(Bucket=buckets["events"], Key="events/trace-1.json", Body=b"v1")
+            s3.put_object(Bucket=buckets["media"], Key="media/image.png", Body=b"image")
+            time.sleep(1.1)
+            before = figures(services, database)
+            started = time.monotonic()
+            backup = playbook("backup", {"langfuse_namespace": namespace, **variables})
+            backup_seconds = time.monotonic() - started
+            assert backup.returncode == 0, backup.stdout[-4000:]
+            postgres, clickhouse = newest_backups(s3, namespace)
+            time.sleep(1.1)
+            # What happened after the backups, which the restore must undo in S3.
+            s3.put_object(Bucket=buckets["events"], Key="events/trace-1.json", Body=b"v2")
+            s3.put_object(Bucket=buckets["events"], Key="events/trace-2.json", Body=b"new")
+            s3.delete_object(Bucket=buckets["media"], Key="media/image.png")
+            yield {"namespace": namespace, "buckets": buckets, "postgres": postgres, "clickhouse": clickhouse, "s3": s3,
+                   "database": database, "variables": variables, "figures": before, "backup_seconds": backup_seconds}
 
 
 def configmap(namespace, name):
@@ -95,8 +160,7 @@ def app_secrets(namespace):
 
 
 def restore(installed, *args, **variables):
-    return playbook("restore", {"langfuse_namespace": installed["namespace"], "s3_buckets_names": installed["buckets"],
-                                **variables}, *args)
+    return playbook("restore", {"langfuse_namespace": installed["namespace"], **installed["variables"], **variables}, *args)
 
 
 def test_without_confirmation_it_shows_the_plan_and_changes_nothing(installed):
@@ -142,8 +206,12 @@ def test_a_backup_from_a_newer_langfuse_is_refused(installed):
     assert restore_jobs(installed["namespace"]) == []
 
 
-def test_confirmed_restore_scales_down_restores_and_scales_back(installed):
-    namespace = installed["namespace"]
+def test_confirmed_restore_scales_down_restores_and_scales_back(installed, services):
+    namespace, database = installed["namespace"], installed["database"]
+    damage(services, database)
+    damaged = figures(services, database)
+    assert {k for k in damaged if damaged[k] != installed["figures"][k]} == {
+        "postgres drill_traces", "postgres drill_scores", "clickhouse traces", "clickhouse observations", "clickhouse trace_counts"}
     before = replicas(namespace)
     samples, stop = [], threading.Event()
 
@@ -156,12 +224,20 @@ def test_confirmed_restore_scales_down_restores_and_scales_back(installed):
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    started = time.monotonic()
     try:
         proc = restore(installed, restore_confirm=namespace)
     finally:
         stop.set()
         sampler.join()
+    restore_seconds = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout[-4000:]
+    restored = figures(services, database)
+    assert restored == installed["figures"]
+    print(f"\ndrill in place: backup.yml {installed['backup_seconds']:.0f} s, restore.yml {restore_seconds:.0f} s")
+    for name, (rows, checksum) in installed["figures"].items():
+        print(f"  {name}: {rows} rows, checksum {checksum} before the backup; after damage {damaged[name][0]} rows;"
+              f" restored {restored[name][0]} rows, checksum {restored[name][1]}")
     # Both down to zero together while the restore Jobs ran, then back to what they were.
     assert any(s.get("langfuse-web") == 0 and s.get("langfuse-worker") == 0 for s in samples)
     assert replicas(namespace) == before
@@ -180,7 +256,7 @@ def test_confirmed_restore_scales_down_restores_and_scales_back(installed):
     assert body(s3, buckets["events"], "events/trace-2.json") is None
     assert body(s3, buckets["media"], "media/image.png") == "image"
     text = " ".join(proc.stdout.split())
-    assert "migrations: Postgres at 20260721120000_add_boolean_score_widget_views, ClickHouse at 37, as the backups recorded" in text
+    assert "migrations: Postgres at 20260709124500_add_billing_exhausted_evaluator_block_reason, ClickHouse at 36, as the backups recorded" in text
     assert "Health: OK, version 3.224.1" in text
 
 
@@ -193,16 +269,19 @@ def test_a_job_from_each_backup_cronjob_completes(installed):
     for cronjob in cronjobs:
         name = cronjob["metadata"]["name"]
         kubectl("-n", namespace, "create", "job", f"{name[:40]}-drill", f"--from=cronjob/{name}")
-        kubectl("-n", namespace, "wait", "--for=condition=Complete", f"job/{name[:40]}-drill", "--timeout=60s")
+        kubectl("-n", namespace, "wait", "--for=condition=Complete", f"job/{name[:40]}-drill", "--timeout=120s")
         pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False and pod["securityContext"]["runAsNonRoot"] is True
         assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
         assert all(":" in c["image"] and not c["image"].endswith(":latest") for c in pod["containers"])
         secrets = [e for c in pod["containers"] for e in c["env"] if "PASSWORD" in e["name"] or "SECRET" in e["name"]]
         assert secrets and all("value" not in e and "secretKeyRef" in e["valueFrom"] for e in secrets)
+    # They ran for real (the job runner): each kind has a newer backup in the bucket than the fixture's.
+    postgres, clickhouse = newest_backups(installed["s3"], namespace)
+    assert postgres > installed["postgres"] and clickhouse > installed["clickhouse"]
 
 
-def test_the_app_secrets_are_in_the_bucket_encrypted_and_in_every_manifest(installed):
+def test_the_app_secrets_are_in_the_bucket_encrypted_and_in_every_manifest(installed, services):
     namespace, s3 = installed["namespace"], installed["s3"]
     fingerprints = configmap(namespace, "langfuse-app-secrets-fingerprints")
     objects = [o["Key"] for o in s3.list_objects_v2(Bucket="langfuse-backups", Prefix=f"{namespace}/app-secrets/")["Contents"]]
@@ -213,7 +292,7 @@ def test_the_app_secrets_are_in_the_bucket_encrypted_and_in_every_manifest(insta
     for value in values.values():
         assert value not in stored and base64.b64encode(value.encode()).decode() not in stored
     assert stored.startswith("-----BEGIN AGE ENCRYPTED FILE-----")
-    assert json.loads(pyrage.decrypt(stored.encode(), [IDENTITY]))["data"] == values
+    assert json.loads(pyrage.decrypt(stored.encode(), [identity(services)]))["data"] == values
     with pytest.raises(pyrage.DecryptError):
         pyrage.decrypt(stored.encode(), [x25519.Identity.generate()])
     for key in (f"{namespace}/postgres/{installed['postgres']}/manifest.json", f"{namespace}/clickhouse/{installed['clickhouse']}.json"):
@@ -240,26 +319,24 @@ def test_app_secrets_that_differ_from_the_backups_are_refused_without_the_named_
         assert value not in proc.stdout
 
 
-def test_a_restore_into_a_new_namespace_brings_the_app_secrets_back(installed):
+def test_a_restore_into_a_new_namespace_brings_the_app_secrets_and_the_data_back(installed, services):
     source = installed["namespace"]
     target = f"it-rn-{uuid.uuid4().hex[:6]}"
-    variables = {"restore_prefix": source, "restore_confirm": target,
-                 "restore_app_secrets_identity": str(IDENTITY)}
+    variables = {"restore_prefix": source, "restore_confirm": target, "s3_buckets_names": installed["buckets"]}
     try:
         # Without the identity: refused before anything exists.
-        refused = playbook("restore", {"langfuse_namespace": target, "s3_buckets_names": installed["buckets"],
-                                       **variables, "restore_app_secrets_identity": ""})
+        refused = playbook("restore", {"langfuse_namespace": target, **variables, "restore_app_secrets_identity": ""})
         assert refused.returncode != 0
         assert "restore_app_secrets_identity is empty" in " ".join(refused.stdout.split())
         assert kubectl("get", "namespace", target, check=False).returncode != 0
 
-        checked = playbook("restore", {"langfuse_namespace": target, "s3_buckets_names": installed["buckets"], **variables},
-                           "--check")
+        # The local inventory's identity (its secret store's stand-in) from here on.
+        checked = playbook("restore", {"langfuse_namespace": target, **variables}, "--check")
         assert checked.returncode == 0, checked.stdout[-3000:]
         assert "CREATED from s3://langfuse-backups/" in " ".join(checked.stdout.split())
         assert kubectl("get", "namespace", target, check=False).returncode != 0
 
-        proc = playbook("restore", {"langfuse_namespace": target, "s3_buckets_names": installed["buckets"], **variables})
+        proc = playbook("restore", {"langfuse_namespace": target, **variables})
         assert proc.returncode == 0, proc.stdout[-4000:]
         text = " ".join(proc.stdout.split())
         assert "The data is NOT restored yet: Langfuse is not deployed there" in text
@@ -267,5 +344,26 @@ def test_a_restore_into_a_new_namespace_brings_the_app_secrets_back(installed):
         assert configmap(target, "langfuse-app-secrets-fingerprints") == configmap(source, "langfuse-app-secrets-fingerprints")
         for value in app_secrets(source).values():
             assert value not in proc.stdout and value not in checked.stdout
+
+        # A new install there on databases of its own (as a new cluster's are), then the data from the source's backups.
+        with migrated_databases(services, "drill") as database:
+            own = {"postgres_database": database, "clickhouse_operator_database": database}
+            install = playbook("install", {"langfuse_namespace": target, "s3_buckets_names": installed["buckets"], **own})
+            assert install.returncode == 0, install.stdout[-4000:]
+            # install.yml kept the restored app secrets (it generates them only where none exist).
+            assert app_secrets(target) == app_secrets(source)
+            started = time.monotonic()
+            data = playbook("restore", {"langfuse_namespace": target, **variables, **own})
+            seconds = time.monotonic() - started
+            assert data.returncode == 0, data.stdout[-4000:]
+            restored = figures(services, database)
+            assert restored == installed["figures"]
+            assert app_secrets(target) == app_secrets(source)
+            assert configmap(target, "langfuse-app-secrets-fingerprints") == configmap(source, "langfuse-app-secrets-fingerprints")
+            text = " ".join(data.stdout.split())
+            assert f"Restored namespace {target}:" in text and "Health: OK, version 3.224.1" in text
+            print(f"\ndrill into the new namespace {target}: restore.yml {seconds:.0f} s;"
+                  f" {', '.join(f'{k} {v[0]} rows' for k, v in restored.items())}; checksums equal the source's")
     finally:
+        run("helm", "uninstall", "langfuse", "-n", target, "--wait", check=False)
         kubectl("delete", "namespace", target, "--wait=false", check=False)

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Real data services for the tests, from Debian packages (and moto for S3),
 # on 127.0.0.1 only, with throwaway data under $LOCALENV_STATE/services:
-#   PostgreSQL 15, Redis 7 (maxmemory-policy noeviction), ClickHouse (HTTP),
-#   S3 (moto server).
+#   PostgreSQL 15, Redis 7 (maxmemory-policy noeviction), S3 (moto server),
+#   ClickHouse 26 (chDB, the engine in process, behind chdb_http.py: the
+#   embedded default's ClickHouse, HTTP only) and Debian's ClickHouse 18.16
+#   (a network server with the native protocol, for the tests that need one);
+#   an age key pair for the app secrets in the backups (its identity is a file
+#   next to the settings, as a secret store would hold it).
 #
 #   services.sh up      install missing packages (apt), start all, wait ready
 #   services.sh down    stop all and delete their data
@@ -17,6 +21,7 @@ set -euo pipefail
 : "${LOCALENV_CLICKHOUSE_HTTP_PORT:=18123}"
 : "${LOCALENV_CLICKHOUSE_TCP_PORT:=19000}"
 : "${LOCALENV_S3_PORT:=15000}"
+: "${LOCALENV_CHDB_HTTP_PORT:=18124}"
 : "${LOCALENV_VENV:=$LOCALENV_DIR/../../.venv}"
 SVC="$LOCALENV_STATE/services"
 PG_BIN=/usr/lib/postgresql/15/bin
@@ -45,6 +50,28 @@ LOCALENV_S3_REGION=us-east-1
 LOCALENV_S3_ACCESS_KEY_ID=localenv
 LOCALENV_S3_SECRET_ACCESS_KEY=$(random_password)
 ENV
+}
+
+# Settings added after a state directory was first made: appended when missing, so an older one keeps working.
+add_env_setting() {
+  grep -q "^$1=" "$ENV_FILE" || { umask 077; echo "$1=$2" >>"$ENV_FILE"; }
+}
+
+# The age key pair backups encrypt Langfuse's app secrets to: the recipient (public) goes into the inventory, the
+# identity stays in a file only restores read, as a real one stays in the secret store.
+write_age_key_pair() {
+  local identity="$SVC/app-secrets.age-identity"
+  if [ ! -s "$identity" ]; then
+    [ -x "$LOCALENV_VENV/bin/python" ] || die "the venv is missing ($LOCALENV_VENV): run 'make venv' first"
+    (umask 077; "$LOCALENV_VENV/bin/python" -c 'from pyrage import x25519; print(x25519.Identity.generate())' >"$identity.new") \
+      || die "could not generate an age identity with pyrage"
+    mv "$identity.new" "$identity"
+    sed -i '/^LOCALENV_AGE_RECIPIENT=/d' "$ENV_FILE"
+  fi
+  add_env_setting LOCALENV_AGE_IDENTITY_FILE "$identity"
+  add_env_setting LOCALENV_AGE_RECIPIENT "$("$LOCALENV_VENV/bin/python" -c 'import sys
+from pyrage import x25519
+print(x25519.Identity.from_str(open(sys.argv[1]).read().strip()).to_public())' "$identity")"
 }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -141,6 +168,19 @@ XML
   wait_for_port "$LOCALENV_CLICKHOUSE_HTTP_PORT" "ClickHouse HTTP" 300
 }
 
+# ClickHouse 26: chDB behind ClickHouse's HTTP interface (chdb_http.py), same user and password as the 18.16 server.
+start_chdb() {
+  local pid="$SVC/chdb.pid"
+  pid_alive "$pid" && { log "clickhouse 26 (chDB): running"; return; }
+  require_free_port "$LOCALENV_CHDB_HTTP_PORT" "ClickHouse 26 (chDB) HTTP"
+  [ -x "$LOCALENV_VENV/bin/python" ] || die "the venv is missing ($LOCALENV_VENV): run 'make venv' first"
+  log "clickhouse 26 (chDB): starting on 127.0.0.1:$LOCALENV_CHDB_HTTP_PORT (http)"
+  CHDB_HTTP_PASSWORD=$LOCALENV_CLICKHOUSE_PASSWORD nohup "$LOCALENV_VENV/bin/python" "$LOCALENV_DIR/chdb_http.py" \
+    --port "$LOCALENV_CHDB_HTTP_PORT" --path "$SVC/chdb" >"$SVC/chdb.out" 2>"$SVC/chdb.log" &
+  echo $! >"$pid"
+  wait_for_port "$LOCALENV_CHDB_HTTP_PORT" "ClickHouse 26 (chDB)" 600
+}
+
 start_s3() {
   local pid="$SVC/moto.pid"
   pid_alive "$pid" && { log "s3 (moto): running"; return; }
@@ -164,6 +204,8 @@ check_ready() {
     [ "$ok" = 1 ] && break; sleep 0.2
   done
   [ "$ok" = 1 ] || die "clickhouse does not answer 'SELECT 1' over HTTP on 127.0.0.1:$LOCALENV_CLICKHOUSE_HTTP_PORT"
+  ok=$(curl -fsS -u "default:$LOCALENV_CLICKHOUSE_PASSWORD" "http://127.0.0.1:$LOCALENV_CHDB_HTTP_PORT/" --data-binary 'SELECT 1' 2>/dev/null || true)
+  [ "$ok" = 1 ] || die "clickhouse 26 (chDB) does not answer 'SELECT 1' over HTTP on 127.0.0.1:$LOCALENV_CHDB_HTTP_PORT; see $SVC/chdb.log"
   curl -fsS -o /dev/null "http://127.0.0.1:$LOCALENV_S3_PORT/" || die "moto (S3) does not answer on 127.0.0.1:$LOCALENV_S3_PORT"
 }
 
@@ -189,21 +231,33 @@ INSERT INTO "_prisma_migrations" (id, checksum, finished_at, migration_name, app
 SELECT '00000000-0000-4000-8000-000000000001', repeat('0', 64), now(), '20260721120000_add_boolean_score_widget_views', 1
 WHERE NOT EXISTS (SELECT 1 FROM "_prisma_migrations");
 SQL
-  local ch=(curl -fsS -u "default:$LOCALENV_CLICKHOUSE_PASSWORD" "http://127.0.0.1:$LOCALENV_CLICKHOUSE_HTTP_PORT/")
-  "${ch[@]}" --data-binary 'CREATE TABLE IF NOT EXISTS default.schema_migrations (version Int64, dirty UInt8, sequence UInt64) ENGINE = MergeTree ORDER BY sequence' >/dev/null \
-    || die "could not create schema_migrations in ClickHouse"
-  [ "$("${ch[@]}" --data-binary 'SELECT count() FROM default.schema_migrations')" != 0 ] \
-    || "${ch[@]}" --data-binary 'INSERT INTO default.schema_migrations VALUES (37, 0, 1)' >/dev/null \
-    || die "could not seed schema_migrations in ClickHouse"
+  # 18.16: `default`, as a bare server has it. chDB: a database of its own, `langfuse` (Atomic), the local
+  # inventory's: chDB's `default` is an Overlay database, which `RESTORE DATABASE ... AS` cannot recreate (a real
+  # server's `default` is Atomic).
+  seed_clickhouse "$LOCALENV_CLICKHOUSE_HTTP_PORT" default
+  seed_clickhouse "$LOCALENV_CHDB_HTTP_PORT" langfuse
+}
+
+seed_clickhouse() {
+  local port=$1 db=$2
+  local ch=(curl -fsS -u "default:$LOCALENV_CLICKHOUSE_PASSWORD" "http://127.0.0.1:$port/")
+  "${ch[@]}" --data-binary "CREATE DATABASE IF NOT EXISTS $db" >/dev/null || die "could not create the database $db in ClickHouse on :$port"
+  "${ch[@]}" --data-binary "CREATE TABLE IF NOT EXISTS $db.schema_migrations (version Int64, dirty UInt8, sequence UInt64) ENGINE = MergeTree ORDER BY sequence" >/dev/null \
+    || die "could not create schema_migrations in ClickHouse on :$port"
+  [ "$("${ch[@]}" --data-binary "SELECT count() FROM $db.schema_migrations")" != 0 ] \
+    || "${ch[@]}" --data-binary "INSERT INTO $db.schema_migrations VALUES (37, 0, 1)" >/dev/null \
+    || die "could not seed schema_migrations in ClickHouse on :$port"
 }
 
 up() {
   mkdir -p "$SVC"; chmod 755 "$LOCALENV_STATE" "$SVC"
   "$LOCALENV_DIR/system-packages.sh"
   write_env_file
+  add_env_setting LOCALENV_CHDB_HTTP_PORT "$LOCALENV_CHDB_HTTP_PORT"
+  write_age_key_pair
   # shellcheck source=/dev/null
   set -a; . "$ENV_FILE"; set +a
-  start_postgres; start_redis; start_clickhouse; start_s3
+  start_postgres; start_redis; start_clickhouse; start_chdb; start_s3
   check_ready
   seed_migration_state
   log "services ready; settings: $ENV_FILE"
@@ -220,7 +274,8 @@ stop_pidfile() {
 
 down() {
   if [ -f "$SVC/postgres/postmaster.pid" ]; then as_postgres "$PG_BIN/pg_ctl" -D "$SVC/postgres" -m fast stop >/dev/null 2>&1 || true; fi
-  stop_pidfile "$SVC/redis.pid"; stop_pidfile "$SVC/clickhouse.pid"; stop_pidfile "$SVC/moto.pid"
+  stop_pidfile "$SVC/redis.pid"; stop_pidfile "$SVC/clickhouse.pid"; stop_pidfile "$SVC/chdb.pid"
+  stop_pidfile "$SVC/moto.pid"
   rm -rf "$SVC"
   log "services stopped, data removed"
 }
@@ -229,7 +284,7 @@ status() {
   [ -f "$ENV_FILE" ] || { log "services are down"; return 1; }
   # shellcheck source=/dev/null
   set -a; . "$ENV_FILE"; set +a
-  check_ready && log "postgres, redis, clickhouse, s3: up"
+  check_ready && log "postgres, redis, clickhouse 18.16, clickhouse 26 (chDB), s3: up"
 }
 
 case "${1:-}" in

@@ -3,7 +3,9 @@
 # database> FROM S3(...) (an incremental brings its base backups along), then
 # EXCHANGE TABLES swaps each restored table with the live one, then the views
 # are replaced by the backup's, then each table's rows are printed next to the
-# manifest's count, taken as the backup began.
+# manifest's count, taken as the backup began. The backup's database (its
+# manifest names it) may have another name than CLICKHOUSE_DATABASE: a restore
+# into a new cluster or namespace.
 #
 #   restore-clickhouse.sh run      restore BACKUP_ID (<chain>/<id>; "latest" or empty: the newest complete)
 #   restore-clickhouse.sh latest   print the newest complete backup
@@ -28,14 +30,16 @@ restore() {
   # Restored beside the live tables first, then swapped in table by table: a
   # restore that fails leaves the live data as it was, and the replaced tables
   # stay in the side database until you drop it.
-  local side answer op
+  local side answer op from_db
   side="${DB}_before_restore_$(backup_id | tr 'TZ' 'tz')"
-  log "restoring $backup into database $side"
-  answer=$(ch_query "RESTORE DATABASE \`$DB\` AS \`$side\`$(ch_on_cluster) FROM $(ch_s3 "clickhouse/$backup") ASYNC" 120) \
+  from_db=$(s3 s3 cp --only-show-errors "$(s3_base clickhouse)/$backup.json" - | sed -n 's/.*"database": "\([^"]*\)".*/\1/p')
+  from_db=${from_db:-$DB}
+  log "restoring $backup (database $from_db) into database $side"
+  answer=$(ch_query "RESTORE DATABASE \`$from_db\` AS \`$side\`$(ch_on_cluster) FROM $(ch_s3 "clickhouse/$backup") ASYNC" 120) \
     || die "ClickHouse refused the restore: $answer"
   op=$(printf '%s' "$answer" | cut -f1)
   ch_wait "$op" RESTORED
-  local restored live table engine swapped=0 views=()
+  local restored live table engine swapped=0 views=() tables=()
   restored=$(ch_query "SELECT name, engine FROM system.tables WHERE database = '$side' ORDER BY name FORMAT TSV" 60) \
     || die "ClickHouse: $restored"
   live=$(ch_query "SELECT name FROM system.tables WHERE database = '$DB' FORMAT TSV" 60) || die "ClickHouse: $live"
@@ -46,6 +50,7 @@ restore() {
     # live tables. They are replaced below instead. The inner tables of views without TO come back with their view.
     case "$engine" in *View) views+=("$table"); continue ;; esac
     case "$table" in .inner.* | .inner_id.*) continue ;; esac
+    tables+=("\`$from_db\`.\`$table\`")
     if grep -qx "$table" <<<"$live"; then
       ch_query "EXCHANGE TABLES \`$DB\`.\`$table\` AND \`$side\`.\`$table\`$(ch_on_cluster)" 600 >/dev/null
     else
@@ -62,6 +67,9 @@ restore() {
         || die "ClickHouse: dropping the view $DB.$view failed; the tables hold the backup, views dropped so far are missing"
       elements="${elements:+$elements, }TABLE \`$DB\`.\`$view\`"
     done
+    # From a database of another name: the whole database but its tables, renamed, so that ClickHouse renames the
+    # tables the views name too (a TABLE element renames only itself).
+    [ "$from_db" = "$DB" ] || elements="DATABASE \`$from_db\` AS \`$DB\` EXCEPT TABLES $(IFS=,; echo "${tables[*]}")"
     answer=$(ch_query "RESTORE $elements$(ch_on_cluster) FROM $(ch_s3 "clickhouse/$backup") ASYNC" 120) \
       || die "ClickHouse refused to restore the views: $answer"
     ch_wait "$(printf '%s' "$answer" | cut -f1)" RESTORED
