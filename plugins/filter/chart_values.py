@@ -1,8 +1,11 @@
 # Copyright: langfuse_ops.platform contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Checks of the Langfuse chart values: keys of the other release line, and the final values' traps."""
+"""Checks of chart values: keys of the other Langfuse release line, the final Langfuse values' traps, and pinned
+images and no literal secret in the final values of every chart (Langfuse's and the operators')."""
 
 from __future__ import annotations
+
+import re
 
 from ansible.errors import AnsibleFilterError
 
@@ -87,6 +90,66 @@ def _walk(node, path=""):
             yield from _walk(value, f"{path}[{i}]")
 
 
+def _key(path):
+    return path.rsplit(".", 1)[-1].split("[", 1)[0]
+
+
+def _image_problem(where, key, node, example, empty_tag_ok):
+    """Why an image at `where` is not pinned, or None: a mapping with repository/tag (or under an `image` key) whose
+    tag is latest (or empty, unless the chart reads an empty tag as its own pinned appVersion), or an `image` string
+    without a tag other than latest and without a digest."""
+    if isinstance(node, dict) and "tag" in node and ("repository" in node or key == "image"):
+        tag = node.get("tag")
+        if tag is not None and (str(tag).strip() == "latest" or (str(tag).strip() == "" and not empty_tag_ok)):
+            return f"{where}.tag is {tag!r}: pin an image tag ({example}) so every run deploys what was tested"
+    if key == "image" and isinstance(node, str) and not _pinned(node):
+        return f"{where} is {node!r}: pin the image (a tag other than latest, or a digest)"
+    return None
+
+
+# Keys whose string value is a secret, after lower-casing and dropping - and _ (clickhousePassword, secret_key,
+# AWS_SECRET_ACCESS_KEY, apiToken); the key must end with the word, so secretName, passwordKey (the key inside a
+# Secret), tokenSecretName and secretKeyRef are references, not secrets. existing* (existingSecret) and image or TLS
+# Secret names are references too.
+SECRET_KEY = re.compile(r"(password|passwd|secret|token|accesskey|secretkey|apikey|privatekey)$")
+REFERENCE_KEY = re.compile(r"^existing|(pullsecret|tlssecret|certsecret)$")
+
+
+def _secret_key(name):
+    name = re.sub(r"[^a-z0-9]", "", str(name).lower())
+    return bool(SECRET_KEY.search(name)) and not REFERENCE_KEY.search(name)
+
+
+def _literal(value):
+    """A non-empty string that is not a reference: Kubernetes' $(VAR) and a chart's ${VAR} or {{ tpl }} are."""
+    return isinstance(value, str) and value.strip() != "" and not re.match(r"^\s*(\$\(|\$\{|\{\{)", value)
+
+
+def values_image_secret_problems(values, variable, example="e.g. the chart's appVersion", empty_tag_ok=True):
+    """Every unpinned image and every literal secret anywhere in chart values, one message each, naming the path.
+
+    For the final values of the charts other than Langfuse's (the ClickHouse operators', CloudNativePG's): images as
+    repository/tag mappings or image strings; secrets as a non-empty string under a key such as password, secret,
+    token or accessKey, or an env entry {name: <such a name>, value: <literal>}. A chart reads an empty tag as its
+    appVersion, pinned with the chart version (empty_tag_ok). The messages never show a secret's value.
+    """
+    if not isinstance(values, dict):
+        raise AnsibleFilterError(f"values_image_secret_problems: {variable} must be a dict")
+    problems = []
+    for path, node in _walk(values):
+        where = f"{variable}.{path}" if path else variable
+        key = _key(path)
+        image = _image_problem(where, key, node, example, empty_tag_ok)
+        if image:
+            problems.append(image)
+        if path and _secret_key(key) and _literal(node):
+            problems.append(f"{where} holds a literal secret (stored in clear in the Helm release): put it in a Kubernetes Secret "
+                            "and give the chart its name (its existingSecret, secretName or secretKeyRef setting) instead")
+        if isinstance(node, dict) and _secret_key(node.get("name", "")) and _literal(node.get("value")):
+            problems.append(f"{where} sets {node['name']} as a literal value: give it as valueFrom.secretKeyRef from a Kubernetes Secret")
+    return problems
+
+
 def chart_values_problems(values, release_line, cluster_enabled=False, variable="langfuse_helm_values"):
     """What is wrong with the final chart values (role values merged with the overrides), one message each.
 
@@ -99,12 +162,9 @@ def chart_values_problems(values, release_line, cluster_enabled=False, variable=
     for path, node in _walk(values):
         where = f"{variable}.{path}"
         key = path.rsplit(".", 1)[-1]
-        if isinstance(node, dict) and "tag" in node and ("repository" in node or key == "image"):
-            tag = node.get("tag")
-            if tag is not None and (str(tag).strip() in ("", "latest")):
-                problems.append(f"{where}.tag is {tag!r}: pin an image tag (e.g. the Langfuse version) so every run deploys what was tested")
-        if key == "image" and isinstance(node, str) and not _pinned(node):
-            problems.append(f"{where} is {node!r}: pin the image (a tag other than latest, or a digest)")
+        image = _image_problem(where, key, node, "e.g. the Langfuse version", empty_tag_ok=False)
+        if image:
+            problems.append(image)
         if key in SECRET_SETTINGS and isinstance(node, dict) and node.get("value"):
             problems.append(f"{where}.value holds a secret in clear text (stored in the Helm release and the Deployment): "
                             "give it as secretKeyRef (namespace_secrets creates the Secrets)")
@@ -137,4 +197,5 @@ def chart_values_problems(values, release_line, cluster_enabled=False, variable=
 
 class FilterModule:
     def filters(self):
-        return {"chart_line_foreign_keys": chart_line_foreign_keys, "chart_values_problems": chart_values_problems}
+        return {"chart_line_foreign_keys": chart_line_foreign_keys, "chart_values_problems": chart_values_problems,
+                "values_image_secret_problems": values_image_secret_problems}

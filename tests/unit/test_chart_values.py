@@ -1,4 +1,5 @@
-"""Checks of the Langfuse chart values: keys of the other release line, and the traps of the final values."""
+"""Checks of chart values: keys of the other Langfuse release line, the traps of the final Langfuse values, and pinned
+images and no literal secret in the final values of the operator charts."""
 import sys
 from pathlib import Path
 
@@ -7,7 +8,7 @@ from ansible.errors import AnsibleFilterError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / ".build" / "collections"))
 from ansible_collections.langfuse_ops.platform.plugins.filter.chart_values import (  # noqa: E402
-    chart_line_foreign_keys, chart_values_problems)
+    chart_line_foreign_keys, chart_values_problems, values_image_secret_problems)
 
 
 def test_v3_keys_are_refused_for_chart_2_with_the_key_to_use():
@@ -104,3 +105,71 @@ def test_v4_reads_cluster_enabled_and_ignores_shards():
 def test_a_secret_from_a_secret_ref_in_env_is_fine():
     values = merged(langfuse={"additionalEnv": [{"name": "SALT", "valueFrom": {"secretKeyRef": {"name": "a", "key": "b"}}}]})
     assert chart_values_problems(values, "v3") == []
+
+
+# --- the other charts' final values (the ClickHouse operators', CloudNativePG's) -------------------------
+
+# What the roles give Helm before any override (operator.yml, official.yml, cloudnativepg.yml).
+ALTINITY = {"crdHook": {"enabled": False}, "operator": {"image": {"tag": "0.25.6"}}, "metrics": {"image": {"tag": "0.25.6"}}}
+OFFICIAL = {"manager": {"image": {"tag": "v0.0.5"}}, "crd": {"enable": True, "keep": True}}
+CNPG = {"crds": {"create": True}}
+
+
+def test_the_roles_own_operator_values_pass():
+    assert values_image_secret_problems(ALTINITY, "clickhouse_operator_operator_values") == []
+    assert values_image_secret_problems(OFFICIAL, "clickhouse_operator_official_values") == []
+    assert values_image_secret_problems(CNPG, "postgres_cnpg_operator_values") == []
+
+
+@pytest.mark.parametrize("values, expected", [
+    ({"operator": {"image": {"repository": "altinity/clickhouse-operator", "tag": "latest"}}},
+     "v.operator.image.tag is 'latest': pin an image tag (e.g. the chart's appVersion)"),
+    ({"manager": {"image": {"tag": "latest"}}}, "v.manager.image.tag is 'latest': pin an image tag"),
+    ({"sidecars": [{"name": "proxy", "image": "envoyproxy/envoy"}]}, "v.sidecars[0].image is 'envoyproxy/envoy': pin the image"),
+    ({"extra": {"image": "busybox:latest"}}, "v.extra.image is 'busybox:latest': pin the image"),
+    ({"secret": {"password": "pw-value-1"}}, "v.secret.password holds a literal secret"),
+    ({"clickhouse": {"adminPassword": "pw-value-1"}}, "v.clickhouse.adminPassword holds a literal secret"),
+    ({"config": {"data": {"AWS_SECRET_ACCESS_KEY": "pw-value-1"}}}, "v.config.data.AWS_SECRET_ACCESS_KEY holds a literal secret"),
+    ({"s3": {"accessKey": "pw-value-1"}}, "v.s3.accessKey holds a literal secret"),
+    ({"webhook": {"token": "pw-value-1"}}, "v.webhook.token holds a literal secret"),
+    ({"auth": {"secret": "pw-value-1"}}, "v.auth.secret holds a literal secret"),
+    ({"manager": {"env": [{"name": "CLICKHOUSE_PASSWORD", "value": "pw-value-1"}]}},
+     "v.manager.env[0] sets CLICKHOUSE_PASSWORD as a literal value: give it as valueFrom.secretKeyRef"),
+])
+def test_each_unpinned_image_and_literal_secret_is_named_with_the_fix(values, expected):
+    problems = values_image_secret_problems(values, "v")
+    assert len(problems) == 1 and expected in problems[0], problems
+    if "secret" in expected:
+        assert "Kubernetes Secret" in problems[0] and "pw-value-1" not in problems[0], problems
+
+
+@pytest.mark.parametrize("values", [
+    {"secret": {"create": True, "name": "ch-operator"}},
+    {"auth": {"existingSecret": "pg-app", "secretName": "pg", "passwordKey": "password", "existingSecretPasswordKey": "pw"}},
+    {"manager": {"env": [{"name": "CLICKHOUSE_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "ch", "key": "password"}}},
+                         {"name": "LOG_LEVEL", "value": "info"}]}},
+    {"password": "", "token": "$(TOKEN_FROM_ENV)", "apiKey": "${API_KEY}"},
+    {"imagePullSecret": "regcred", "tlsSecret": "webhook-tls", "config": {"secret": False}},
+    {"serviceAccount": {"automountServiceAccountToken": True}},
+    {"image": {"repository": "ghcr.io/cloudnative-pg/cloudnative-pg", "tag": ""}},
+    {"image": {"repository": "altinity/clickhouse-operator"}},
+    {"extra": {"image": "busybox@sha256:" + "0" * 64}, "other": {"image": "registry:5000/busybox:1.36"}},
+])
+def test_references_pinned_images_and_chart_defaults_pass(values):
+    assert values_image_secret_problems(values, "v") == []
+
+
+def test_an_empty_tag_is_refused_where_the_chart_does_not_pin_it():
+    assert values_image_secret_problems({"image": {"repository": "r", "tag": ""}}, "v", empty_tag_ok=False) == [
+        "v.image.tag is '': pin an image tag (e.g. the chart's appVersion) so every run deploys what was tested"]
+
+
+def test_every_problem_is_reported_not_only_the_first():
+    values = {"operator": {"image": {"tag": "latest"}}, "metrics": {"image": {"tag": "latest"}}, "secret": {"password": "x"}}
+    assert [p.split(" ")[0] for p in values_image_secret_problems(values, "v")] == [
+        "v.operator.image.tag", "v.metrics.image.tag", "v.secret.password"]
+
+
+def test_the_values_must_be_a_dict():
+    with pytest.raises(AnsibleFilterError):
+        values_image_secret_problems(["image: x:latest"], "v")

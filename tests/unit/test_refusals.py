@@ -42,6 +42,8 @@ WEB = {"replicas": 1, "resources": {}, "hpa": HPA}
 WORKER = {"replicas": 1, "resources": {}, "autoscaling": "hpa",
           "hpa": {"min_replicas": 1, "max_replicas": 2, "target_cpu_percent": 70},
           "keda": {"min_replicas": 1, "max_replicas": 2, "list_length_target": 10, "queues": ["ingestion-queue"]}}
+CH_EXTERNAL = {"host": "127.0.0.1", "http_port": 18124, "native_port": 19000, "secure": False, "cluster_enabled": False}
+OBSERVABILITY = {"observability_enabled": True}
 V4 = {"langfuse_helm_release_line": "v4", "langfuse_helm_chart_version": "2.0.0", "langfuse_helm_app_version": "4.4.0",
       "postgres_server_version": "15", "clickhouse_operator_server_version": "26.4"}
 
@@ -134,6 +136,36 @@ CASES = {
                                       ["langfuse_helm_ingress", "timeout_second", "Supported parameters include"]),
     "nested-credentials-external-remote-ky": (credentials("postgres", source="external", external={"store": "vault", "remote_ky": "pg"}),
                                               ["namespace_secrets_credentials.postgres.external", "remote_ky", "Supported parameters include"]),
+    # nested, the data services' and observability's fixed-shape dicts: the refusal names option.key and what it takes
+    "nested-clickhouse-resources-request": ({"clickhouse_operator_resources": {"request": {"cpu": "2"}, "limits": {"memory": "16Gi"}}},
+                                            ["clickhouse_operator_resources.request. Supported parameters include: limits, requests."]),
+    "nested-keeper-resources-limits-memroy": ({"clickhouse_operator_keeper_resources": {"requests": {"cpu": "250m"}, "limits": {"memroy": "2Gi"}}},
+                                              ["clickhouse_operator_keeper_resources.limits.memroy. Supported parameters include: cpu, "
+                                               "ephemeral-storage, memory."]),
+    "nested-clickhouse-external-hostname": ({"clickhouse_operator_external": {**CH_EXTERNAL, "hostname": "ch.example.com"}},
+                                            ["clickhouse_operator_external.hostname. Supported parameters include: cluster_enabled, host, "
+                                             "http_port, native_port, secure."]),
+    "nested-clickhouse-external-tls": ({"clickhouse_operator_external": {**CH_EXTERNAL, "tls": True}},
+                                       ["clickhouse_operator_external.tls. Supported parameters include: cluster_enabled, host,"]),
+    "nested-clickhouse-external-port-not-a-number": ({"clickhouse_operator_external": {**CH_EXTERNAL, "http_port": "eighty"}},
+                                                     ["argument 'http_port' is of type str found in 'clickhouse_operator_external'",
+                                                      "unable to convert to int"]),
+    "nested-cnpg-resources-limit": ({"postgres_cnpg_resources": {"requests": {"cpu": "500m"}, "limit": {"memory": "2Gi"}}},
+                                    ["postgres_cnpg_resources.limit. Supported parameters include: limits, requests."]),
+    "nested-valkey-resources-requests-cpus": ({"redis_valkey_resources": {"requests": {"cpus": "1"}}},
+                                              ["redis_valkey_resources.requests.cpus. Supported parameters include: cpu, ephemeral-storage, memory."]),
+    "nested-redis-exporter-resources-request": ({**OBSERVABILITY, "observability_redis_exporter_resources": {"request": {"cpu": "10m"}}},
+                                                ["observability_redis_exporter_resources.request. Supported parameters include: limits, requests."]),
+    "nested-blackbox-exporter-resources-limits-mem": ({**OBSERVABILITY, "observability_blackbox_exporter_resources": {"limits": {"mem": "64Mi"}}},
+                                                      ["observability_blackbox_exporter_resources.limits.mem. Supported parameters include: cpu,"]),
+    "nested-observability-queue-shards-underscore": ({**OBSERVABILITY, "observability_queue_shards": {"ingestion_queue": 2}},
+                                                     ["observability_queue_shards.ingestion_queue. Supported parameters include: ingestion-queue, "
+                                                      "otel-ingestion-queue, trace-upsert."]),
+    # its keys are CronJob names (yours too), so a spec cannot close them; a misspelt name of backup_cron's own is refused
+    "nested-backup-max-age-postgresql": ({**OBSERVABILITY,
+                                          "observability_backup_max_age": {"langfuse-backup-postgresql": "26h", "nightly-dump": "2d"}},
+                                         ["observability_backup_max_age names langfuse-backup-postgresql: backup_cron creates no CronJob",
+                                          "Use the names it creates (langfuse-backup-postgres, langfuse-backup-clickhouse-full,"]),
     # override: mistakes that come through langfuse_helm_values
     "override-web-image-latest": ({"langfuse_helm_values": {"langfuse": {"web": {"image": {"tag": "latest"}}}}},
                                   ["langfuse_helm_values.langfuse.web.image.tag is 'latest'", "pin an image tag"]),
@@ -176,6 +208,34 @@ CASES = {
                                         ["langfuse_helm_values.redis.auth.password holds a password in clear text", "existingSecret"]),
     "override-clickhouse-password-literal": ({"langfuse_helm_values": {"clickhouse": {"auth": {"password": "p"}}}},
                                              ["langfuse_helm_values.clickhouse.auth.password holds a password", "existingSecret"]),
+    # override, the final values of the operator charts (role values + the override): pinned images, no literal secret
+    "override-altinity-operator-image-latest": ({"clickhouse_operator_mode": "operator",
+                                                 "clickhouse_operator_operator_values": {"operator": {"image": {"tag": "latest"}}}},
+                                                ["clickhouse_operator_operator_values.operator.image.tag is 'latest'",
+                                                 "pin an image tag (e.g. 0.25.6, the chart version", "Fix clickhouse_operator_operator_values"]),
+    "override-altinity-secret-password": ({"clickhouse_operator_mode": "operator",
+                                           "clickhouse_operator_operator_values": {"secret": {"password": "op-pass-1"}}},
+                                          ["clickhouse_operator_operator_values.secret.password holds a literal secret",
+                                           "put it in a Kubernetes Secret and give the chart its name"]),
+    "override-altinity-crd-hook-unpinned": ({"clickhouse_operator_mode": "operator",
+                                             "clickhouse_operator_operator_values": {"crdHook": {"enabled": True}}},
+                                            ["clickhouse_operator_operator_values.crdHook.enabled is true without crdHook.image.tag",
+                                             "bitnami/kubectl:latest", "leave crdHook.enabled false"]),
+    "override-official-manager-image-latest": ({"clickhouse_operator_mode": "official",
+                                                "clickhouse_operator_official_values": {"manager": {"image": {"tag": "latest"}}}},
+                                               ["clickhouse_operator_official_values.manager.image.tag is 'latest'",
+                                                "pin an image tag (e.g. v0.0.5", "Fix clickhouse_operator_official_values"]),
+    "override-official-env-token-literal": ({"clickhouse_operator_mode": "official",
+                                             "clickhouse_operator_official_values": {"manager": {"env": [{"name": "API_TOKEN", "value": "tok-1"}]}}},
+                                            ["clickhouse_operator_official_values.manager.env[0] sets API_TOKEN as a literal value",
+                                             "valueFrom.secretKeyRef"]),
+    "override-cnpg-image-latest": ({"postgres_mode": "cloudnativepg", "postgres_cnpg_operator_values": {"image": {"tag": "latest"}}},
+                                   ["postgres_cnpg_operator_values.image.tag is 'latest'", "pin an image tag",
+                                    "Fix postgres_cnpg_operator_values"]),
+    "override-cnpg-config-secret-key-literal": ({"postgres_mode": "cloudnativepg",
+                                                 "postgres_cnpg_operator_values": {"config": {"data": {"AWS_SECRET_ACCESS_KEY": "k-1"}}}},
+                                                ["postgres_cnpg_operator_values.config.data.AWS_SECRET_ACCESS_KEY holds a literal secret",
+                                                 "put it in a Kubernetes Secret"]),
     # shape: names, ports, durations, cron, replicas, bounds, PDB
     "release-name-trailing-hyphen": ({"langfuse_helm_release_name": "langfuse-"}, ["langfuse_helm_release_name is 'langfuse-'"]),
     "namespace-leading-hyphen": ({"langfuse_namespace": "-langfuse"}, ["(langfuse_namespace) is '-langfuse'"]),
