@@ -18,7 +18,6 @@ import uuid
 import pytest
 
 from conftest import REPO, kubectl, playbook, run
-from fake_clickhouse import FakeClickHouse
 from test_backup_scripts import script_env, sh
 from test_install import recap
 
@@ -211,11 +210,10 @@ def test_restore_recovers_a_new_cluster_to_the_clickhouse_backup_and_switches_la
     # A completed plugin Backup exists (the backup playbook's test); the ClickHouse backup starts after it.
     time.sleep(1.1)
     env = script_env(services, "langfuse-backups", S3_PREFIX=namespace)
-    fake = FakeClickHouse()
-    try:
-        backup = sh("backup-clickhouse.sh", "incremental", env=env | {"CLICKHOUSE_URL": fake.url, "CLICKHOUSE_USER": "default"})
-    finally:
-        fake.close()
+    # A real BACKUP on the local ClickHouse 26 (chDB): the dev install's own ClickHouse is the Altinity stand-in's.
+    backup = sh("backup-clickhouse.sh", "incremental", env=env | {
+        "CLICKHOUSE_URL": f"http://127.0.0.1:{services['LOCALENV_CHDB_HTTP_PORT']}", "CLICKHOUSE_USER": "default",
+        "CLICKHOUSE_PASSWORD": services["LOCALENV_CLICKHOUSE_PASSWORD"], "CLICKHOUSE_DATABASE": "langfuse"})
     chain, backup_id = backup.stdout.strip().split("/")
     target = f"{backup_id[:4]}-{backup_id[4:6]}-{backup_id[6:8]}T{backup_id[9:11]}:{backup_id[11:13]}:{backup_id[13:15]}Z"
     before = {d: get(namespace, "deployment", f"langfuse-{d}")["spec"]["replicas"] for d in ("web", "worker")}

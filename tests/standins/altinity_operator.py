@@ -77,8 +77,11 @@ import uuid
 
 import urllib3
 import yaml
-from kubernetes import client, config
+from kubernetes import config
 from kubernetes.client.rest import ApiException
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from standin_kube import Api, forget_said, log, say_once  # noqa: E402
 
 VERSION = "0.25.6"
 COMMIT = "8d7dc3f"  # `git rev-parse --short` of tag release-0.25.6
@@ -120,50 +123,12 @@ CHK = Kind(
 TRUE_STRINGS = {"1", "true", "yes", "on", "enable", "enabled"}
 
 
-def log(msg):
-    print(f"{datetime.datetime.now().strftime('%H:%M:%S')} {msg}", flush=True)
-
-
-_last_said = {}
-
-
-def say_once(key, msg):
-    """Logs msg unless the same msg was the last one logged under key."""
-    if _last_said.get(key) != msg:
-        _last_said[key] = msg
-        log(msg)
-
-
 def truthy(value):
     return str(value or "").strip().lower() in TRUE_STRINGS
 
 
 def fingerprint(obj):
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:40]
-
-
-class Api:
-    """Kubernetes clients, rebuilt when the kubeconfig file changes."""
-
-    def __init__(self):
-        self.path = os.path.expanduser(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0])
-        self.stamp = None
-        self.reload()
-
-    def reload(self):
-        try:
-            stamp = os.stat(self.path).st_mtime
-        except OSError:
-            stamp = None
-        if stamp == self.stamp and self.stamp is not None:
-            return
-        config.load_kube_config(config_file=self.path)
-        api_client = client.ApiClient()
-        self.custom = client.CustomObjectsApi(api_client)
-        self.apps = client.AppsV1Api(api_client)
-        self.core = client.CoreV1Api(api_client)
-        self.policy = client.PolicyV1Api(api_client)
-        self.stamp = stamp
 
 
 API = None
@@ -888,7 +853,7 @@ def poll_once():
             key = f"{kind.short} {cr['metadata']['namespace']}/{cr['metadata']['name']}"
             try:
                 reconcile(kind, cr, op)
-                _last_said.pop(key + " error", None)
+                forget_said(key + " error")
             except ApiException as e:
                 if e.status in (404, 409):
                     continue  # deleted or changed meanwhile: the next poll sees the new state
@@ -910,7 +875,7 @@ def main():
             else:
                 API.reload()
             poll_once()
-            _last_said.pop("api", None)
+            forget_said("api")
         except (ApiException, OSError, urllib3.exceptions.HTTPError, config.ConfigException) as e:
             # API server down or restarting, cluster re-created, kubeconfig not there yet.
             say_once("api", f"API server unavailable ({type(e).__name__}); retrying quietly")

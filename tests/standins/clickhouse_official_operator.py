@@ -44,8 +44,11 @@ import threading
 import traceback
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import config
 from kubernetes.client.rest import ApiException
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from standin_kube import Api, forget_said, log, say_once  # noqa: E402
 
 GROUP, VERSION = "clickhouse.com", "v1alpha1"
 FAIL_ANNOTATION = "localenv.langfuse-ops.io/fail-reconcile"
@@ -54,17 +57,6 @@ POLL_SECONDS = 1.0
 TIMEOUT = (3, 15)
 STOP = threading.Event()
 API = None
-_last_said = {}
-
-
-def log(msg):
-    print(f"{datetime.datetime.now().strftime('%H:%M:%S')} {msg}", flush=True)
-
-
-def say_once(key, msg):
-    if _last_said.get(key) != msg:
-        _last_said[key] = msg
-        log(msg)
 
 
 def digest(obj):
@@ -73,30 +65,6 @@ def digest(obj):
 
 def now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class Api:
-    """Kubernetes clients, rebuilt when the kubeconfig file changes."""
-
-    def __init__(self):
-        self.path = os.path.expanduser(os.environ.get("KUBECONFIG", "~/.kube/config").split(os.pathsep)[0])
-        self.stamp = None
-        self.reload()
-
-    def reload(self):
-        try:
-            stamp = os.stat(self.path).st_mtime
-        except OSError:
-            stamp = None
-        if stamp == self.stamp and self.stamp is not None:
-            return
-        config.load_kube_config(config_file=self.path)
-        api_client = client.ApiClient()
-        self.custom = client.CustomObjectsApi(api_client)
-        self.apps = client.AppsV1Api(api_client)
-        self.core = client.CoreV1Api(api_client)
-        self.policy = client.PolicyV1Api(api_client)
-        self.stamp = stamp
 
 
 class Kind:
@@ -389,7 +357,7 @@ def poll_once():
             key = f"{kind.plural} {cr['metadata']['namespace']}/{cr['metadata']['name']}"
             try:
                 reconcile(kind, cr)
-                _last_said.pop(key + " error", None)
+                forget_said(key + " error")
             except ApiException as e:
                 if e.status in (404, 409):
                     continue  # deleted or changed meanwhile: the next poll sees the new state
@@ -412,7 +380,7 @@ def main():
             else:
                 API.reload()
             poll_once()
-            _last_said.pop("api", None)
+            forget_said("api")
         except (ApiException, OSError, urllib3.exceptions.HTTPError, config.ConfigException) as e:
             say_once("api", f"API server unavailable ({type(e).__name__}); retrying quietly")
             if not isinstance(e, ApiException):
