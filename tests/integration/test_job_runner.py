@@ -230,7 +230,10 @@ def test_the_postgres_backup_cronjob_puts_a_dump_and_its_manifest_in_s3(jobs_nam
         s3 = s3_client(services)
         base = f"{jobs_namespace}/postgres/{backup_id}"
         keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="langfuse-backups", Prefix=f"{jobs_namespace}/")["Contents"])
-        assert keys == [f"{base}/dump.pgcustom", f"{base}/manifest.json"]
+        # The install put the app secrets there too, encrypted to the local inventory's age recipient.
+        app_secrets = [k for k in keys if k.startswith(f"{jobs_namespace}/app-secrets/")]
+        assert len(app_secrets) == 1 and app_secrets[0].endswith(".age")
+        assert sorted(set(keys) - set(app_secrets)) == [f"{base}/dump.pgcustom", f"{base}/manifest.json"]
         manifest = json.loads(s3.get_object(Bucket="langfuse-backups", Key=f"{base}/manifest.json")["Body"].read())
         dump = s3.get_object(Bucket="langfuse-backups", Key=f"{base}/dump.pgcustom")["Body"].read()
         assert manifest["kind"] == "postgres" and manifest["id"] == backup_id and manifest["object"] == "dump.pgcustom"

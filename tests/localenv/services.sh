@@ -231,10 +231,11 @@ INSERT INTO "_prisma_migrations" (id, checksum, finished_at, migration_name, app
 SELECT '00000000-0000-4000-8000-000000000001', repeat('0', 64), now(), '20260721120000_add_boolean_score_widget_views', 1
 WHERE NOT EXISTS (SELECT 1 FROM "_prisma_migrations");
 SQL
-  # 18.16: `default`, as a bare server has it. chDB: a database of its own, `langfuse` (Atomic), the local
-  # inventory's: chDB's `default` is an Overlay database, which `RESTORE DATABASE ... AS` cannot recreate (a real
-  # server's `default` is Atomic).
+  # The local inventory's database is `langfuse`: chDB's `default` is an Overlay database, which
+  # `RESTORE DATABASE ... AS` cannot recreate (a real server's `default` is Atomic). 18.16 gets it too, for the
+  # operator modes, whose ClickHouse pods KWOK forwards to it; and `default`, as a bare server has it.
   seed_clickhouse "$LOCALENV_CLICKHOUSE_HTTP_PORT" default
+  seed_clickhouse "$LOCALENV_CLICKHOUSE_HTTP_PORT" langfuse
   seed_clickhouse "$LOCALENV_CHDB_HTTP_PORT" langfuse
 }
 
