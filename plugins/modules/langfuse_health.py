@@ -13,6 +13,9 @@ description:
   - With O(component=worker), calls the worker's C(/api/health) on port 3030 instead. The worker reports no version,
     so O(expected_version) is then checked against the image tag of the Ready pod that answered.
   - Retries until the endpoint answers C(status=OK) and, with O(expected_version), reports that version.
+  - With O(observe_seconds), keeps calling the pod that first passed for that long, every O(delay) seconds, and fails
+    when more than O(max_error_ratio) of those calls fail (not Ready, no answer, not OK, another version) or the pod
+    restarted meanwhile. The upgrade's canary uses this to watch its one pod.
   - Read-only; runs the same in check mode.
 version_added: 0.1.0
 author: langfuse_ops.platform maintainers (@langfuse-ops)
@@ -38,6 +41,17 @@ options:
   path:
     description: Health path; C(/api/public/health) for web, C(/api/health) for the worker when omitted.
     type: str
+  selector:
+    description: More labels the pods must carry (a label selector, ANDed with the release's and the component's).
+    type: str
+  observe_seconds:
+    description: After the first pass, keep calling the same pod for this many seconds (port-forward mode only).
+    type: int
+    default: 0
+  max_error_ratio:
+    description: Highest share of failed calls tolerated over O(observe_seconds).
+    type: float
+    default: 0.0
   url:
     description: Call this URL (e.g. the public https URL) instead of a pod through port-forward.
     type: str
@@ -87,6 +101,11 @@ attempts:
   description: How many tries it took.
   returned: always
   type: int
+probes:
+  description: The calls made over O(observe_seconds), with how many failed and why.
+  returned: when O(observe_seconds) is set
+  type: dict
+  sample: {calls: 24, failed: 0, restarts: 0, errors: []}
 """
 
 import time
@@ -97,15 +116,25 @@ from ansible.module_utils.urls import open_url
 from ansible_collections.langfuse_ops.platform.plugins.module_utils import k8s_portforward as pf
 
 
-def check_once(module, api):
+def selector_of(params):
+    selector = f"app.kubernetes.io/name=langfuse,app.kubernetes.io/instance={params['release_name']},app={params['component']}"
+    return selector + ("," + params["selector"] if params["selector"] else "")
+
+
+def check_once(module, api, only_pod=None):
+    """(status, version, pod) of one call; with only_pod, that pod must still be Ready and answer."""
     params = module.params
     if params["url"]:
         response = open_url(params["url"].rstrip("/") + params["path"], validate_certs=params["validate_certs"], timeout=10)
         status, version = pf.parse_health(response.read().decode())
         return status, version, None
     component = params["component"]
-    selector = f"app.kubernetes.io/name=langfuse,app.kubernetes.io/instance={params['release_name']},app={component}"
+    selector = selector_of(params)
     pods = pf.ready_pods(api, params["namespace"], selector)
+    if only_pod is not None:
+        if only_pod not in pods:
+            raise ConnectionError(f"{only_pod} is not Ready")
+        pods = [only_pod]
     if not pods:
         raise ConnectionError(f"no Ready {component} pod in namespace {params['namespace']} (selector {selector})")
     code, body = pf.http_get(api, params["namespace"], pods[0], params["port"], params["path"])
@@ -118,6 +147,46 @@ def check_once(module, api):
     return status, version, pods[0]
 
 
+def problem(params, status, version):
+    if str(status).upper() != "OK":
+        return f"status is {status!r}"
+    if params["expected_version"] and version != params["expected_version"]:
+        return f"it reports version {version}, not {params['expected_version']}"
+    return None
+
+
+def restarts(api, namespace, pod):
+    statuses = api.read_namespaced_pod(pod, namespace).status.container_statuses or []
+    return sum(s.restart_count or 0 for s in statuses)
+
+
+def observe(module, api, pod):
+    """Calls pod every delay seconds for observe_seconds; returns the tally."""
+    params = module.params
+    tally = {"calls": 0, "failed": 0, "restarts": 0, "errors": []}
+    restarts_before = restarts(api, params["namespace"], pod)
+    deadline = time.monotonic() + params["observe_seconds"]
+    while True:
+        time.sleep(params["delay"])
+        tally["calls"] += 1
+        try:
+            error = problem(params, *check_once(module, api, only_pod=pod)[:2])
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            error = str(exc)
+        if error:
+            tally["failed"] += 1
+            if len(tally["errors"]) < 5:
+                tally["errors"].append(error)
+        if time.monotonic() >= deadline:
+            break
+    try:
+        tally["restarts"] = restarts(api, params["namespace"], pod) - restarts_before
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        tally["restarts"] = -1
+        tally["errors"].append(f"could not read {pod}: {exc}")
+    return tally
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -127,6 +196,9 @@ def main():
             port=dict(type="int"),
             path=dict(type="str"),
             url=dict(type="str"),
+            selector=dict(type="str"),
+            observe_seconds=dict(type="int", default=0),
+            max_error_ratio=dict(type="float", default=0.0),
             expected_version=dict(type="str"),
             retries=dict(type="int", default=30),
             delay=dict(type="int", default=5),
@@ -146,16 +218,26 @@ def main():
             module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(pf.KUBERNETES_IMPORT_ERROR))
         api = pf.core_api(params["kubeconfig"], params["context"])
 
+    if params["observe_seconds"] and params["url"]:
+        module.fail_json(msg="observe_seconds watches one pod through port-forward; it cannot be combined with url")
+
     last = "no answer yet"
     for attempt in range(1, max(params["retries"], 1) + 1):
         try:
             status, version, pod = check_once(module, api)
-            if str(status).upper() != "OK":
-                last = f"status is {status!r}"
-            elif params["expected_version"] and version != params["expected_version"]:
-                last = f"it reports version {version}, not {params['expected_version']}"
-            else:
-                module.exit_json(changed=False, status=status, version=version, pod=pod, attempts=attempt)
+            last = problem(params, status, version)
+            if last is None:
+                result = dict(changed=False, status=status, version=version, pod=pod, attempts=attempt)
+                if params["observe_seconds"]:
+                    tally = observe(module, api, pod)
+                    result["probes"] = tally
+                    if tally["restarts"] != 0 or tally["failed"] > params["max_error_ratio"] * tally["calls"]:
+                        module.fail_json(
+                            msg=f"{pod} failed {tally['failed']} of {tally['calls']} health calls over {params['observe_seconds']} s"
+                                f" (allowed: {params['max_error_ratio']:.0%}) and restarted {tally['restarts']} times"
+                                + (f"; first errors: {'; '.join(tally['errors'])}" if tally["errors"] else ""),
+                            **result)
+                module.exit_json(**result)
         except Exception as exc:  # pylint: disable=broad-exception-caught
             last = str(exc)
         if attempt < params["retries"]:

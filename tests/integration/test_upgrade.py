@@ -21,7 +21,7 @@ from test_install import recap
 
 def upgrade(namespace, version, *args, extra=None):
     variables = {"langfuse_namespace": namespace, "langfuse_helm_app_version": version, "upgrade_observe_seconds": 5,
-                 **(extra or {})}
+                 "upgrade_canary_observe_seconds": 5, **(extra or {})}
     return playbook("upgrade", variables, *args)
 
 
@@ -38,17 +38,28 @@ def history(namespace):
 
 
 class WebAvailability:
-    """Samples the web Deployment's available replicas while a playbook runs."""
+    """Samples, while a playbook runs, the web Deployment's available replicas, the canary Deployment and
+    the canary pods the web Service's EndpointSlices list."""
 
     def __init__(self, namespace):
         self.namespace, self.samples, self.stop = namespace, [], threading.Event()
+        self.canary, self.canary_endpoints = {}, set()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self):
         while not self.stop.is_set():
-            proc = kubectl("-n", self.namespace, "get", "deployment", "langfuse-web", "-o", "json", check=False)
+            proc = kubectl("-n", self.namespace, "get", "deployments,endpointslices", "-o", "json", check=False)
             if proc.returncode == 0:
-                self.samples.append(json.loads(proc.stdout)["status"].get("availableReplicas", 0))
+                items = json.loads(proc.stdout)["items"]
+                named = {(i["kind"], i["metadata"]["name"]): i for i in items}
+                if ("Deployment", "langfuse-web") in named:
+                    self.samples.append(named[("Deployment", "langfuse-web")]["status"].get("availableReplicas", 0))
+                if ("Deployment", "langfuse-web-canary") in named:
+                    self.canary = named[("Deployment", "langfuse-web-canary")]
+                for item in items:
+                    if item["kind"] == "EndpointSlice" and item["metadata"].get("labels", {}).get("kubernetes.io/service-name") == "langfuse-web":
+                        self.canary_endpoints |= {e["targetRef"]["name"] for e in item.get("endpoints") or []
+                                                  if "web-canary" in e.get("targetRef", {}).get("name", "")}
             time.sleep(0.3)
 
     def __enter__(self):
@@ -156,25 +167,47 @@ def test_upgrade_moves_the_worker_first_and_the_web_stays_available(installed):
     new_web = [rs for rs in replica_sets if rs["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":3.225.4")]
     assert len(new_web) == 1
     assert worker_done <= new_web[0]["metadata"]["creationTimestamp"], (worker_done, new_web[0]["metadata"]["creationTimestamp"])
+    # Between the two, one canary pod of the target ran behind the web Service, and it is gone.
+    canary = web.canary
+    assert canary["spec"]["replicas"] == 1
+    assert canary["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":3.225.4")
+    assert worker_done <= canary["metadata"]["creationTimestamp"] <= new_web[0]["metadata"]["creationTimestamp"]
+    assert web.canary_endpoints, "the web Service never listed the canary pod"
+    assert kubectl("-n", installed, "get", "deployment", "langfuse-web-canary", check=False).returncode != 0
+    assert re.search(r"Canary: 1 web pod on 3\.225\.4 passed (\d+) of \1 health calls over 5 s, restarts 0, then was removed",
+                     " ".join(proc.stdout.split())), proc.stdout[-3000:]
     # The web never fell below what its PDB allows (maxUnavailable 1) while the upgrade ran.
     assert len(web.samples) > 20
     assert min(web.samples) >= replicas - 1, web.samples
     assert [h["status"] for h in history(installed)][-1] == "deployed"
 
 
-def test_new_web_pods_never_ready_roll_the_release_back(installed):
+def test_a_never_ready_canary_rolls_the_release_back_before_the_web_moves(installed):
     before = history(installed)[-1]["revision"]
     replicas = deployment(installed, "web")["spec"]["replicas"]
+    web_sets_before = {rs["metadata"]["name"] for rs in json.loads(
+        kubectl("-n", installed, "get", "rs", "-l", "app=web", "-o", "json").stdout)["items"]}
     never_ready = {"langfuse": {"web": {"pod": {"labels": {"localenv.langfuse-ops.io/never-ready": "true"}}}}}
     with WebAvailability(installed) as web:
-        proc = upgrade(installed, "3.226.0", extra={"upgrade_skip_backup": True, "langfuse_helm_values": never_ready})
+        proc = upgrade(installed, "3.226.0", extra={"upgrade_skip_backup": True, "langfuse_helm_values": never_ready,
+                                                    "upgrade_canary_ready_seconds": 20})
     assert proc.returncode != 0
     text = " ".join(proc.stdout.split())
-    assert 'failed at step "web to 3.226.0"' in text, proc.stdout[-4000:]
+    assert 'failed at step "web canary on 3.226.0"' in text, proc.stdout[-4000:]
+    assert "The canary (one web pod on 3.226.0) failed" in text
+    assert re.search(r"Its pods: langfuse-web-canary-[a-z0-9-]+ Ready=False, restarts 0", text), proc.stdout[-4000:]
     assert f"The release is back at revision {before} (web 3.225.4, worker 3.225.4, langfuse-1.5.41)" in text
     assert "migrations are not rolled back" in text
     last = history(installed)[-1]
     assert last["status"] == "deployed" and last["description"] == f"Rollback to {before}"
     assert (image_tag(installed, "worker"), image_tag(installed, "web")) == ("3.225.4", "3.225.4")
-    # The old web pods kept serving throughout.
-    assert min(web.samples) >= replicas - 1, web.samples
+    # The canary that ran was the target web with the values of the run, and it is gone.
+    assert web.canary["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":3.226.0")
+    assert web.canary["spec"]["template"]["metadata"]["labels"]["localenv.langfuse-ops.io/never-ready"] == "true"
+    assert kubectl("-n", installed, "get", "deployment", "langfuse-web-canary", check=False).returncode != 0
+    assert not json.loads(kubectl("-n", installed, "get", "pods", "-l", "langfuse-ops.io/canary=true", "-o", "json").stdout)["items"]
+    # The web Deployment never moved: no new ReplicaSet, and every old pod kept serving.
+    web_sets_after = {rs["metadata"]["name"] for rs in json.loads(
+        kubectl("-n", installed, "get", "rs", "-l", "app=web", "-o", "json").stdout)["items"]}
+    assert web_sets_after == web_sets_before
+    assert min(web.samples) >= replicas, web.samples

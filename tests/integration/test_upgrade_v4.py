@@ -21,7 +21,7 @@ from test_install import recap
 STANDIN_2_0_0 = REPO / "tests" / "standins" / "charts" / "langfuse-2.0.0"
 V4 = {"langfuse_helm_release_line": "v4", "langfuse_helm_chart_version": "2.0.0", "langfuse_helm_app_version": "4.4.0",
       "clickhouse_operator_server_version": "25.12"}
-QUICK = {"upgrade_skip_backup": True, "upgrade_observe_seconds": 5}
+QUICK = {"upgrade_skip_backup": True, "upgrade_observe_seconds": 5, "upgrade_canary_observe_seconds": 5}
 
 
 def secrets_of(namespace):

@@ -16,7 +16,7 @@ from release_audit import audit, revisions
 from test_install import recap
 from test_upgrade_v4 import V4, changed_tasks, secrets_of
 
-QUICK = {"upgrade_skip_backup": True, "upgrade_observe_seconds": 5}
+QUICK = {"upgrade_skip_backup": True, "upgrade_observe_seconds": 5, "upgrade_canary_observe_seconds": 5}
 BACKGROUND_DDL = """
 CREATE TABLE "background_migrations" (
     "id" TEXT NOT NULL PRIMARY KEY, "name" TEXT NOT NULL UNIQUE, "script" TEXT NOT NULL, "args" JSONB NOT NULL,

@@ -104,7 +104,7 @@ def run_line(title, namespace, steps, log):
     """Runs the steps (name, playbook, variables, expect_unchanged) in namespace; returns table rows."""
     rows = []
     for step, name, variables, expect_unchanged in steps:
-        result = playbook(name, {"langfuse_namespace": namespace, "upgrade_observe_seconds": 5, **variables})
+        result = playbook(name, {"langfuse_namespace": namespace, "upgrade_observe_seconds": 5, "upgrade_canary_observe_seconds": 5, **variables})
         log.write(f"\n===== {title} / {step} =====\n{result['output']}")
         ok = result["rc"] == 0 and (not expect_unchanged or result["changed"] == 0)
         note = "" if ok else (f"changed={result['changed']}" if result["rc"] == 0 else result["error"])
