@@ -4,7 +4,8 @@ The specs are written by hand (nested options, choices, no_log), so these checks
 defaults: every default has a spec entry (else it is unchecked), a default the spec states is the value
 defaults/main.yml sets (where that value is a literal, not a Jinja template), the spec's type takes that
 value, and every description is its own: no two options share one, and none only repeats the option's name.
-Required inputs have no default; they appear in defaults/main.yml only as `# <name>:  (required, no default)`.
+Inputs without a default appear in defaults/main.yml only as a comment: `# <name>:  (required, no default)`, or
+`# <name>:  (set by the caller, no default)` for what an including role passes to an entry point when it needs to.
 """
 import re
 from pathlib import Path
@@ -20,8 +21,9 @@ def load(role):
     text = (role / "defaults" / "main.yml").read_text()
     defaults = yaml.safe_load(text) or {}
     required = set(re.findall(r"^# ([a-z0-9_]+):\s+\(required, no default\)", text, flags=re.M))
+    by_caller = set(re.findall(r"^# ([a-z0-9_]+):\s+\(set by the caller, no default\)", text, flags=re.M))
     specs = yaml.safe_load((role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
-    return defaults, required, specs
+    return defaults, required, by_caller, specs
 
 
 def nested(options, path=""):
@@ -43,13 +45,13 @@ def is_template(value):
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
 def test_every_default_has_a_spec_entry(role):
-    defaults, required, specs = load(role)
+    defaults, required, by_caller, specs = load(role)
     options = {}
     for spec in specs.values():
         options.update(spec.get("options", {}))
     assert not set(defaults) - set(options), f"{role.name}: defaults with no spec entry: {sorted(set(defaults) - set(options))}"
-    assert not set(options) - set(defaults) - required, (
-        f"{role.name}: spec entries with no default and not marked required: {sorted(set(options) - set(defaults) - required)}")
+    unmarked = set(options) - set(defaults) - required - by_caller
+    assert not unmarked, f"{role.name}: spec entries with no default, not marked required or set by the caller: {sorted(unmarked)}"
     for entry, spec in specs.items():
         for name, option in spec.get("options", {}).items():
             assert name.startswith(role.name + "_"), f"{name} is not prefixed with the role name"
@@ -58,7 +60,7 @@ def test_every_default_has_a_spec_entry(role):
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
 def test_spec_defaults_and_types_are_the_defaults(role):
-    defaults, specs = load(role)[0], load(role)[2]
+    defaults, specs = load(role)[0], load(role)[3]
     for entry, spec in specs.items():
         for name, option in spec.get("options", {}).items():
             if name not in defaults or is_template(defaults[name]):
@@ -78,7 +80,7 @@ def test_spec_defaults_and_types_are_the_defaults(role):
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda p: p.name)
 def test_every_description_is_its_own(role):
-    specs = load(role)[2]
+    specs = load(role)[3]
     for entry, spec in specs.items():
         seen = {}
         for path, option in nested(spec.get("options")):
