@@ -5,7 +5,10 @@ images and no literal secret in the final values of every chart (Langfuse's and 
 
 from __future__ import annotations
 
+import json
 import re
+
+import yaml
 
 from ansible.errors import AnsibleFilterError
 
@@ -80,18 +83,29 @@ def _pinned(ref):
     return ":" in last and last.rsplit(":", 1)[1] not in ("", "latest")
 
 
-def _walk(node, path=""):
-    yield path, node
+def _segment(key):
+    """A path segment: .key for a plain key, ["key"] for one with dots, slashes or spaces (users.xml,
+    prometheus.io/port), so the path can be read back."""
+    key = str(key)
+    return f".{key}" if re.match(r"^[A-Za-z0-9_-]+$", key) else f"[{json.dumps(key)}]"
+
+
+def _walk(node, path="", keys=()):
+    """(path, keys, node) for the node and everything under it: the path as `.a["b.c"][0]` from here, the keys and
+    list indices that lead to the node."""
+    yield path, keys, node
     if isinstance(node, dict):
         for key, value in node.items():
-            yield from _walk(value, f"{path}.{key}" if path else str(key))
+            yield from _walk(value, path + _segment(key), keys + (key,))
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            yield from _walk(value, f"{path}[{i}]")
+            yield from _walk(value, f"{path}[{i}]", keys + (i,))
 
 
-def _key(path):
-    return path.rsplit(".", 1)[-1].split("[", 1)[0]
+def _key(keys):
+    """The key a node is under (a list item's: its list's), or None at the top."""
+    names = [key for key in keys if not isinstance(key, int)]
+    return str(names[-1]) if names else None
 
 
 def _image_problem(where, key, node, example, empty_tag_ok):
@@ -112,7 +126,7 @@ def _image_problem(where, key, node, example, empty_tag_ok):
 # Secret), tokenSecretName and secretKeyRef are references, not secrets. existing* (existingSecret) and image or TLS
 # Secret names are references too.
 SECRET_KEY = re.compile(r"(password|passwd|secret|token|accesskey|secretkey|apikey|privatekey)$")
-REFERENCE_KEY = re.compile(r"^existing|(pullsecret|tlssecret|certsecret)$")
+REFERENCE_KEY = re.compile(r"^existing|k8ssecret|(pullsecret|tlssecret|certsecret)$")
 
 
 def _secret_key(name):
@@ -120,9 +134,150 @@ def _secret_key(name):
     return bool(SECRET_KEY.search(name)) and not REFERENCE_KEY.search(name)
 
 
+def _password_key(name):
+    """A key or XML element that holds a password (password, langfuse/password, sasl_password), not its hash
+    (password_sha256_hex, password_double_sha1_hex) nor a reference (k8s_secret_password)."""
+    return _secret_key(name) and re.sub(r"[^a-z0-9]", "", str(name).lower()).endswith(("password", "passwd"))
+
+
 def _literal(value):
     """A non-empty string that is not a reference: Kubernetes' $(VAR) and a chart's ${VAR} or {{ tpl }} are."""
     return isinstance(value, str) and value.strip() != "" and not re.match(r"^\s*(\$\(|\$\{|\{\{)", value)
+
+
+# --- ClickHouse and operator configuration given as text (the Altinity chart's configs.usersdFiles, configdFiles,
+# files ...; a ClickHouseInstallation in additionalResources): a password in it is as clear as any other value ---------
+
+XML_TOKEN = re.compile(r"<!--.*?-->|<!\[CDATA\[.*?\]\]>|<[?!][^>]*>"
+                       r"|<(?P<close>/?)(?P<name>[A-Za-z_][\w.:-]*)(?P<attrs>(?:\s[^<>]*?)?)(?P<empty>/?)>", re.S)
+XML_NOISE = re.compile(r"<!--.*?-->", re.S)
+XML_CDATA = re.compile(r"<!\[CDATA\[(.*?)\]\]>", re.S)
+# ClickHouse reads an element's value from elsewhere with these attributes (the environment, ZooKeeper, an include).
+XML_REFERENCE = re.compile(r"(?:^|\s)(from_env|from_zk|incl)\s*=")
+YAML_LINE = re.compile(r"""^[ \t]*(?:-[ \t]+)?["']?(?P<key>[^\s"':#][^"':\n]*?)["']?[ \t]*:[ \t]+(?P<value>[^\s|>&*#!{\[][^\n]*?)[ \t]*$""",
+                       re.M)
+
+
+def _user_of(keys):
+    """The ClickHouse user whose authentication `keys` (the path to a key or element) sets, or None: ClickHouse's
+    users.<user>.password / no_password, or the Altinity operator's users: {<user>/password: ...}."""
+    names = [str(key) for key in keys]
+    if len(names) >= 3 and names[-3] == "users":
+        return names[-2]
+    if len(names) >= 2 and names[-2] == "users" and "/" in names[-1]:
+        return names[-1].rsplit("/", 1)[0]
+    return None
+
+
+def _text_finding(keys, value):
+    """What a key (or XML element) of configuration text with this value is: literal, empty (a user's password left
+    empty), none (a user's no_password) or None (fine: a reference, a hash, not a secret)."""
+    name = str(keys[-1])
+    user = _user_of(keys)
+    if name.rsplit("/", 1)[-1] == "no_password":
+        return "none" if user is not None else None
+    if not _secret_key(name):
+        return None
+    if _literal(value):
+        return "literal"
+    if user is not None and _password_key(name) and (value is None or (isinstance(value, str) and value.strip() == "")):
+        return "empty"
+    return None
+
+
+def _xml_findings(text):
+    """(element path, finding) for each secret element of XML text with a literal, or a user's empty password."""
+    found, stack, pending = [], [], None
+    for token in XML_TOKEN.finditer(text):
+        name = token.group("name")
+        if name is None:
+            continue
+        if token.group("close"):
+            if pending and pending[0] == name:
+                content = XML_CDATA.sub(lambda m: m.group(1), XML_NOISE.sub("", text[pending[2]:token.start()]))
+                if "<" not in content:
+                    found.append((pending[1], content))
+                pending = None
+            if name in stack:
+                while stack.pop() != name:
+                    pass
+            continue
+        keys = tuple(stack) + (name,)
+        if (_secret_key(name) or name == "no_password") and not XML_REFERENCE.search(token.group("attrs")):
+            if token.group("empty"):
+                found.append((keys, ""))
+            else:
+                pending = (name, keys, token.end())
+        if not token.group("empty"):
+            stack.append(name)
+    return [(keys, finding) for keys, content in found for finding in [_text_finding(keys, content)] if finding]
+
+
+def _text_findings(text, depth=0):
+    """(format, inner path, keys, finding) for each literal secret and each password-less user in configuration text:
+    YAML (or JSON) that parses to a mapping or list, with the text in its strings (format Secret for a Kubernetes
+    Secret manifest); XML otherwise. YAML that does not parse (a chart template in it) is read line by line for
+    key: literal."""
+    if depth > 3 or not isinstance(text, str):
+        return []
+    tree, parsed = None, False
+    if re.search(r":(\s|$)", text, re.M):
+        try:
+            tree, parsed = yaml.safe_load(text), True
+        except yaml.YAMLError:
+            pass
+    if isinstance(tree, (dict, list)):
+        found, fmt = [], "Secret" if isinstance(tree, dict) and tree.get("kind") == "Secret" else "YAML"
+        for path, keys, node in _walk(tree):
+            if not keys:
+                continue
+            finding = None if isinstance(keys[-1], int) else _text_finding(keys, node)
+            if finding:
+                found.append((fmt, path.lstrip("."), keys, finding))
+            elif isinstance(node, str):
+                found.extend((inner_fmt, f"{path.lstrip('.')}: {inner}", inner_keys, inner_finding)
+                             for inner_fmt, inner, inner_keys, inner_finding in _text_findings(node, depth + 1))
+        return found
+    if "<" in text:
+        return [("XML", "/".join(keys), keys, finding) for keys, finding in _xml_findings(text)]
+    if not parsed:
+        return [("YAML", match.group("key"), (match.group("key"),), "literal") for match in YAML_LINE.finditer(text)
+                if _secret_key(match.group("key")) and _literal(match.group("value").strip("\"'"))]
+    return []
+
+
+def _fix(fmt, tag, user):
+    """How to give a secret found in configuration text without its value (fmt XML, YAML, Secret)."""
+    if fmt == "Secret":
+        return "create the Kubernetes Secret outside the chart (kubectl, or your secret store) and give the chart only its name"
+    if user is not None and "/" in tag:
+        # The Altinity operator's users: {<user>/password: ...} (a ClickHouseInstallation's spec.configuration).
+        return (f"reference a Kubernetes Secret ({user}/k8s_secret_password: <namespace>/<secret>/<key>, or {user}/password: "
+                f"{{valueFrom: {{secretKeyRef: ...}}}}) or give its hash ({user}/password_sha256_hex)")
+    name = "password" if user is not None else tag
+    env = f'<{name} from_env="VAR"/>' if fmt == "XML" else f'{name}: {{"@from_env": VAR}}'
+    fix = f"reference a Kubernetes Secret ({env}, with VAR set in the pod's env from the Secret through valueFrom.secretKeyRef"
+    if fmt != "XML" and user is None:
+        fix += "; outside ClickHouse's configuration, the setting's own Secret reference"
+    if user is None:
+        return fix + ")"
+    hashed = "<password_sha256_hex>" if fmt == "XML" else "password_sha256_hex"
+    return f'{fix}) or give its hash ({hashed}, from `echo -n "$PASSWORD" | sha256sum`)'
+
+
+def _text_problem(where, fmt, inner, keys, finding):
+    """The refusal of a finding in configuration text (fmt XML, YAML or Secret, a Secret manifest in YAML; inner its
+    place in the text), or in a users section given as a mapping (fmt None: `where` is the key itself)."""
+    tag = str(keys[-1])
+    user = _user_of(keys)
+    fix = _fix(fmt, tag, user)
+    what = f"in its {'YAML' if fmt == 'Secret' else fmt} text ({inner})" if fmt else "in the values"
+    if finding == "literal":
+        kind = "password" if _password_key(tag) else "secret"
+        return f"{where} holds a literal {kind} {what}, stored in clear in the Helm release and in what the chart renders from it: {fix} instead"
+    state = "sets no_password" if finding == "none" else "leaves the password empty"
+    return (f"{where} {state} for ClickHouse user {user} {what}: anyone who reaches ClickHouse logs in as {user} without a "
+            f"password. Give the user a password: {fix}")
 
 
 def values_image_secret_problems(values, variable, example="e.g. the chart's appVersion", empty_tag_ok=True):
@@ -131,20 +286,30 @@ def values_image_secret_problems(values, variable, example="e.g. the chart's app
     For the final values of the charts other than Langfuse's (the ClickHouse operators', CloudNativePG's): images as
     repository/tag mappings or image strings; secrets as a non-empty string under a key such as password, secret,
     token or accessKey, or an env entry {name: <such a name>, value: <literal>}. A chart reads an empty tag as its
-    appVersion, pinned with the chart version (empty_tag_ok). The messages never show a secret's value.
+    appVersion, pinned with the chart version (empty_tag_ok). Configuration given as XML or YAML text in a string
+    (the Altinity chart's configs.usersdFiles and the like) is read too: a literal password or secret there
+    (<password>, password:, <user>/password:, <secret_access_key> ...; from_env, from_zk, incl and the
+    *_sha256_hex / *_double_sha1_hex hashes are fine), and a ClickHouse user left without one (an empty password,
+    no_password), also when such a users section is given as a mapping. The messages never show a secret's value.
     """
     if not isinstance(values, dict):
         raise AnsibleFilterError(f"values_image_secret_problems: {variable} must be a dict")
     problems = []
-    for path, node in _walk(values):
-        where = f"{variable}.{path}" if path else variable
-        key = _key(path)
+    for path, keys, node in _walk(values):
+        where = variable + path
+        key = _key(keys)
         image = _image_problem(where, key, node, example, empty_tag_ok)
         if image:
             problems.append(image)
-        if path and _secret_key(key) and _literal(node):
+        # A ClickHouse users section given as a mapping (the chart renders it as YAML): users.<user>.password.
+        finding = _text_finding(keys, node) if keys and not isinstance(keys[-1], int) and _user_of(keys) else None
+        if finding:
+            problems.append(_text_problem(where, None, None, keys, finding))
+        elif path and _secret_key(key) and _literal(node):
             problems.append(f"{where} holds a literal secret (stored in clear in the Helm release): put it in a Kubernetes Secret "
                             "and give the chart its name (its existingSecret, secretName or secretKeyRef setting) instead")
+        elif isinstance(node, str):
+            problems.extend(_text_problem(where, *found) for found in _text_findings(node))
         if isinstance(node, dict) and _secret_key(node.get("name", "")) and _literal(node.get("value")):
             problems.append(f"{where} sets {node['name']} as a literal value: give it as valueFrom.secretKeyRef from a Kubernetes Secret")
     return problems
@@ -159,9 +324,9 @@ def chart_values_problems(values, release_line, cluster_enabled=False, variable=
     if not isinstance(values, dict):
         raise AnsibleFilterError("chart_values_problems: the values must be a dict")
     problems = []
-    for path, node in _walk(values):
-        where = f"{variable}.{path}"
-        key = path.rsplit(".", 1)[-1]
+    for path, keys, node in _walk(values):
+        where = variable + path
+        key = _key(keys)
         image = _image_problem(where, key, node, "e.g. the Langfuse version", empty_tag_ok=False)
         if image:
             problems.append(image)

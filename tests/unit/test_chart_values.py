@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from ansible.errors import AnsibleFilterError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / ".build" / "collections"))
@@ -173,3 +174,150 @@ def test_every_problem_is_reported_not_only_the_first():
 def test_the_values_must_be_a_dict():
     with pytest.raises(AnsibleFilterError):
         values_image_secret_problems(["image: x:latest"], "v")
+
+
+# --- ClickHouse configuration given as XML or YAML text in chart values (the Altinity chart's configs) -----------------
+
+def users_xml(auth, user="analyst"):
+    return f"<clickhouse>\n  <users>\n    <{user}>\n      {auth}\n      <profile>default</profile>\n    </{user}>\n  </users>\n</clickhouse>\n"
+
+
+def usersd(text, name="users.xml"):
+    return {"configs": {"usersdFiles": {name: text}}}
+
+
+CHI = ("apiVersion: clickhouse.altinity.com/v1\nkind: ClickHouseInstallation\nmetadata: {{name: extra}}\nspec:\n"
+       "  configuration:\n    users:\n      {users}\n")
+
+
+@pytest.mark.parametrize("values, expected", [
+    (usersd(users_xml("<password>pw-value-1</password>")),
+     'v.configs.usersdFiles["users.xml"] holds a literal password in its XML text (clickhouse/users/analyst/password)'),
+    (usersd(users_xml("<password><![CDATA[pw-value-1]]></password>")), "holds a literal password in its XML text"),
+    (usersd(users_xml("<password>\n        pw-value-1\n      </password>")), "holds a literal password in its XML text"),
+    ({"configs": {"files": {"users.yaml": "users:\n  analyst:\n    password: pw-value-1\n"}}},
+     'v.configs.files["users.yaml"] holds a literal password in its YAML text (users.analyst.password)'),
+    ({"configs": {"files": {"users.json": '{"users": {"analyst": {"password": "pw-value-1"}}}'}}},
+     'v.configs.files["users.json"] holds a literal password in its YAML text (users.analyst.password)'),
+    ({"configs": {"configdFiles": {"s3.xml": "<clickhouse><storage_configuration><disks><s3><secret_access_key>pw-value-1"
+                                             "</secret_access_key></s3></disks></storage_configuration></clickhouse>"}}},
+     'v.configs.configdFiles["s3.xml"] holds a literal secret in its XML text '
+     "(clickhouse/storage_configuration/disks/s3/secret_access_key)"),
+    ({"configs": {"configdFiles": {"remote.xml": "<clickhouse><remote_servers><default><shard><replica><host>h</host>"
+                                                 "<password>pw-value-1</password></replica></shard></default></remote_servers></clickhouse>"}}},
+     "holds a literal password in its XML text (clickhouse/remote_servers/default/shard/replica/password)"),
+    ({"configs": {"files": {"config.yaml": "clickhouse:\n  access:\n    username: op\n    password: pw-value-1\n"}}},
+     'v.configs.files["config.yaml"] holds a literal password in its YAML text (clickhouse.access.password)'),
+    ({"additionalResources": [CHI.format(users="analyst/password: pw-value-1")]},
+     'v.additionalResources[0] holds a literal password in its YAML text (spec.configuration.users["analyst/password"])'),
+    ({"additionalResources": [CHI.format(users="analyst/networks/ip: ['::/0']") + "    files:\n      users.d/a.xml: |\n        "
+                              + users_xml("<password>pw-value-1</password>").replace("\n", "\n        ")]},
+     'v.additionalResources[0] holds a literal password in its XML text (spec.configuration.files["users.d/a.xml"]: '
+     "clickhouse/users/analyst/password)"),
+    ({"additionalResources": ["apiVersion: v1\nkind: Secret\nmetadata:\n  name: extra\nstringData:\n  password: pw-value-1\n"]},
+     "v.additionalResources[0] holds a literal password in its YAML text (stringData.password)"),
+    # A chart template in the text: not YAML until rendered, read line by line.
+    ({"additionalResources": ["kind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-x\ndata:\n  token: pw-value-1\n"]},
+     "v.additionalResources[0] holds a literal secret in its YAML text (token)"),
+])
+def test_a_literal_secret_in_configuration_text_is_named_with_the_fix(values, expected):
+    problems = values_image_secret_problems(values, "v")
+    assert len(problems) == 1 and expected in problems[0], problems
+    assert "pw-value-1" not in problems[0] and "Kubernetes Secret" in problems[0], problems
+    assert "stored in clear in the Helm release" in problems[0], problems
+
+
+def test_the_fix_fits_the_text():
+    xml, = values_image_secret_problems(usersd(users_xml("<password>pw-value-1</password>")), "v")
+    assert '<password from_env="VAR"/>' in xml and "valueFrom.secretKeyRef" in xml and "<password_sha256_hex>" in xml
+    yml, = values_image_secret_problems(usersd("users:\n  analyst:\n    password: pw-value-1\n", "users.yaml"), "v")
+    assert 'password: {"@from_env": VAR}' in yml and "password_sha256_hex" in yml
+    chi, = values_image_secret_problems({"additionalResources": [CHI.format(users="analyst/password: pw-value-1")]}, "v")
+    assert "analyst/k8s_secret_password: <namespace>/<secret>/<key>" in chi and "analyst/password_sha256_hex" in chi
+    s3, = values_image_secret_problems({"configs": {"configdFiles": {"s3.xml": "<clickhouse><s3><secret_access_key>k</secret_access_key>"
+                                                                               "</s3></clickhouse>"}}}, "v")
+    # A hash stands in for a user's password only.
+    assert '<secret_access_key from_env="VAR"/>' in s3 and "hash" not in s3
+    secret, = values_image_secret_problems({"additionalResources": ["kind: Secret\nstringData:\n  password: pw-value-1\n"]}, "v")
+    assert "create the Kubernetes Secret outside the chart" in secret
+
+
+@pytest.mark.parametrize("values, expected", [
+    (usersd(users_xml("<password></password>", user="default")),
+     'v.configs.usersdFiles["users.xml"] leaves the password empty for ClickHouse user default in its XML text '
+     "(clickhouse/users/default/password): anyone who reaches ClickHouse logs in as default without a password"),
+    (usersd(users_xml("<password/>", user="default")), "leaves the password empty for ClickHouse user default"),
+    (usersd(users_xml("<password>  </password>", user="default")), "leaves the password empty for ClickHouse user default"),
+    (usersd(users_xml("<no_password/>", user="reader")), "sets no_password for ClickHouse user reader in its XML text"),
+    (usersd("users:\n  default:\n    password: ''\n", "users.yaml"),
+     'v.configs.usersdFiles["users.yaml"] leaves the password empty for ClickHouse user default in its YAML text (users.default.password)'),
+    (usersd("users:\n  default:\n    password:\n    profile: default\n", "users.yaml"), "leaves the password empty for ClickHouse user default"),
+    ({"additionalResources": [CHI.format(users="reader/password: ''")]},
+     'leaves the password empty for ClickHouse user reader in its YAML text (spec.configuration.users["reader/password"])'),
+    # Given as a mapping (the chart renders it as YAML).
+    (usersd({"users": {"default": {"password": ""}}}, "users.yaml"),
+     'v.configs.usersdFiles["users.yaml"].users.default.password leaves the password empty for ClickHouse user default in the values'),
+    (usersd({"users": {"reader": {"no_password": None}}}, "users.yaml"), "users.reader.no_password sets no_password for ClickHouse user reader"),
+])
+def test_a_user_without_a_password_is_refused_on_its_own(values, expected):
+    problems = values_image_secret_problems(values, "v")
+    assert len(problems) == 1 and expected in problems[0], problems
+    assert "Give the user a password" in problems[0] and "password_sha256_hex" in problems[0], problems
+
+
+def test_a_literal_password_in_a_users_mapping_gets_the_users_fix():
+    problems = values_image_secret_problems(usersd({"users": {"analyst": {"password": "pw-value-1"}}}, "users.yaml"), "v")
+    assert problems == ['v.configs.usersdFiles["users.yaml"].users.analyst.password holds a literal password in the values, stored in '
+                        "clear in the Helm release and in what the chart renders from it: reference a Kubernetes Secret "
+                        '(password: {"@from_env": VAR}, with VAR set in the pod\'s env from the Secret through valueFrom.secretKeyRef) '
+                        'or give its hash (password_sha256_hex, from `echo -n "$PASSWORD" | sha256sum`) instead']
+
+
+SHA256 = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
+
+
+@pytest.mark.parametrize("values", [
+    usersd(users_xml('<password from_env="CLICKHOUSE_ANALYST_PASSWORD"/>')),
+    usersd(users_xml("<password from_env='CLICKHOUSE_ANALYST_PASSWORD'></password>")),
+    usersd(users_xml('<password from_zk="/clickhouse/analyst"/>')),
+    usersd(users_xml('<password incl="analyst_password"/>')),
+    usersd(users_xml(f"<password_sha256_hex>{SHA256}</password_sha256_hex>")),
+    usersd(users_xml("<password_double_sha1_hex>" + "a" * 40 + "</password_double_sha1_hex>")),
+    usersd(users_xml(f"<!-- was <password>pw-value-1</password> --><password_sha256_hex>{SHA256}</password_sha256_hex>")),
+    usersd(users_xml("<password>{{ .Values.analystPassword }}</password>")),
+    usersd("users:\n  writer:\n    password:\n      '@from_env': CLICKHOUSE_WRITER_PASSWORD\n"
+           f"  auditor:\n    password_sha256_hex: {SHA256}\n", "users.yaml"),
+    usersd({"users": {"writer": {"password": {"@from_env": "X"}}, "auditor": {"password_sha256_hex": SHA256}}}, "users.yaml"),
+    {"additionalResources": [CHI.format(users="analyst/k8s_secret_password: langfuse/ch/password\n      "
+                                              "writer/password: {valueFrom: {secretKeyRef: {name: ch, key: password}}}\n      "
+                                              f"auditor/password_sha256_hex: {SHA256}")]},
+    {"configs": {"configdFiles": {"s3.xml": '<clickhouse><s3><secret_access_key from_env="S3_KEY"/></s3></clickhouse>'}}},
+    # Not a user's: a replica reached as the default user, the operator's own login left to its Secret.
+    {"configs": {"configdFiles": {"remote.xml": "<clickhouse><remote_servers><default><shard><replica><host>h</host>"
+                                                "<password></password></replica></shard></default></remote_servers></clickhouse>"}}},
+    {"configs": {"files": {"config.yaml": "clickhouse:\n  access:\n    username: ''\n    password: ''\n    secret:\n      name: op\n"}}},
+    {"configs": {"files": {"config.yaml": {"clickhouse": {"access": {"username": "", "password": "", "secret": {"name": "op"}}}}}}},
+    {"commonAnnotations": {"description": "Note: the operator reads its password: from Secret op", "prometheus.io/port": "8888"}},
+])
+def test_references_hashes_and_other_logins_in_configuration_text_pass(values):
+    assert values_image_secret_problems(values, "v") == []
+
+
+def test_the_stand_in_altinity_charts_own_configs_pass():
+    chart = Path(__file__).resolve().parents[1] / "standins" / "charts" / "altinity-clickhouse-operator-0.25.6" / "values.yaml"
+    configs = yaml.safe_load(chart.read_text())["configs"]
+    assert values_image_secret_problems({**ALTINITY, "configs": configs}, "clickhouse_operator_operator_values") == []
+
+
+def test_every_user_of_a_file_is_reported():
+    text = ("<clickhouse><users><default><password></password></default><analyst><password>pw-value-1</password></analyst>"
+            "<reader><no_password/></reader></users></clickhouse>")
+    assert [p.split(" in its")[0] for p in values_image_secret_problems(usersd(text), "v")] == [
+        'v.configs.usersdFiles["users.xml"] leaves the password empty for ClickHouse user default',
+        'v.configs.usersdFiles["users.xml"] holds a literal password',
+        'v.configs.usersdFiles["users.xml"] sets no_password for ClickHouse user reader']
+
+
+def test_a_key_that_is_not_a_plain_name_is_quoted_in_the_path():
+    assert values_image_secret_problems({"sidecars": {"proxy.v2": {"image": "envoyproxy/envoy"}}}, "v") == [
+        "v.sidecars[\"proxy.v2\"].image is 'envoyproxy/envoy': pin the image (a tag other than latest, or a digest)"]

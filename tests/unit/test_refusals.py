@@ -58,6 +58,15 @@ def env_override(name, value="x"):
     return {"langfuse_helm_values": {"langfuse": {"additionalEnv": [{"name": name, "value": value}]}}}
 
 
+def altinity_configs(section, filename, text):
+    """The Altinity operator installed, with one configuration file of its chart's `configs` given as text."""
+    return {"clickhouse_operator_mode": "operator",
+            "clickhouse_operator_operator_values": {"configs": {section: {filename: text}}}}
+
+
+USERS_XML = "<clickhouse>\n  <users>\n    <{user}>\n      {auth}\n      <profile>default</profile>\n    </{user}>\n  </users>\n</clickhouse>\n"
+
+
 # case id: (the mistake, texts the refusal must contain). The kinds of issue #11: "nested" (a typo inside a
 # nested option), "override" (through langfuse_helm_values), "shape" (names, ports, durations, cron, bounds),
 # and "other" (the refusals install.yml had before).
@@ -229,6 +238,34 @@ CASES = {
                                              "clickhouse_operator_official_values": {"manager": {"env": [{"name": "API_TOKEN", "value": "tok-1"}]}}},
                                             ["clickhouse_operator_official_values.manager.env[0] sets API_TOKEN as a literal value",
                                              "valueFrom.secretKeyRef"]),
+    # override, ClickHouse configuration given as XML or YAML text in the Altinity chart's configs: the password inside
+    "override-altinity-usersd-xml-literal-password": (
+        altinity_configs("usersdFiles", "users.xml", USERS_XML.format(user="analyst", auth="<password>an-pass-1</password>")),
+        ['clickhouse_operator_operator_values.configs.usersdFiles["users.xml"] holds a literal password in its XML text '
+         "(clickhouse/users/analyst/password)", '<password from_env="VAR"/>', "<password_sha256_hex>",
+         "Fix clickhouse_operator_operator_values"]),
+    "override-altinity-files-yaml-literal-password": (
+        altinity_configs("files", "users.yaml", "users:\n  analyst:\n    password: an-pass-2\n    profile: default\n"),
+        ['clickhouse_operator_operator_values.configs.files["users.yaml"] holds a literal password in its YAML text '
+         "(users.analyst.password)", 'password: {"@from_env": VAR}', "password_sha256_hex"]),
+    "override-altinity-configd-xml-literal-s3-key": (
+        altinity_configs("configdFiles", "s3.xml", "<clickhouse><storage_configuration><disks><s3><type>s3</type>"
+                         "<secret_access_key>s3-key-1</secret_access_key></s3></disks></storage_configuration></clickhouse>"),
+        ['clickhouse_operator_operator_values.configs.configdFiles["s3.xml"] holds a literal secret in its XML text',
+         '<secret_access_key from_env="VAR"/>']),
+    "override-altinity-usersd-xml-empty-password": (
+        altinity_configs("usersdFiles", "users.xml", USERS_XML.format(user="default", auth="<password></password>")),
+        ['clickhouse_operator_operator_values.configs.usersdFiles["users.xml"] leaves the password empty for ClickHouse user default',
+         "anyone who reaches ClickHouse logs in as default without a password", '<password from_env="VAR"/>',
+         "<password_sha256_hex>"]),
+    "override-altinity-usersd-xml-no-password": (
+        altinity_configs("usersdFiles", "users.xml", USERS_XML.format(user="reader", auth="<no_password/>")),
+        ['configs.usersdFiles["users.xml"] sets no_password for ClickHouse user reader', "Give the user a password"]),
+    "override-altinity-chi-user-literal-password": ({"clickhouse_operator_mode": "operator", "clickhouse_operator_operator_values": {
+        "additionalResources": ["apiVersion: clickhouse.altinity.com/v1\nkind: ClickHouseInstallation\nmetadata: {name: extra}\n"
+                                "spec:\n  configuration:\n    users:\n      analyst/password: an-pass-3\n"]}},
+        ["clickhouse_operator_operator_values.additionalResources[0] holds a literal password in its YAML text "
+         '(spec.configuration.users["analyst/password"])', "analyst/k8s_secret_password", "analyst/password_sha256_hex"]),
     "override-cnpg-image-latest": ({"postgres_mode": "cloudnativepg", "postgres_cnpg_operator_values": {"image": {"tag": "latest"}}},
                                    ["postgres_cnpg_operator_values.image.tag is 'latest'", "pin an image tag",
                                     "Fix postgres_cnpg_operator_values"]),
@@ -283,11 +320,29 @@ CASES = {
 }
 
 
-def run_cases(tmp_path, cases):
-    """One ansible-playbook over every case: {case: (failed, the failure messages)}."""
+# host: what must pass every check, beside the clean inventory: what the refusals tell you to do instead.
+PASSES = {
+    "pass-altinity-configs-password-references-and-hashes": {
+        "clickhouse_operator_mode": "operator",
+        "clickhouse_operator_operator_values": {"configs": {
+            "usersdFiles": {
+                "users.xml": USERS_XML.format(user="analyst", auth='<password from_env="CLICKHOUSE_ANALYST_PASSWORD"/>'),
+                "hashed.xml": USERS_XML.format(user="reader", auth="<password_sha256_hex>5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
+                                               "</password_sha256_hex>"),
+                "sha1.xml": USERS_XML.format(user="bi", auth="<password_double_sha1_hex>" + "a" * 40 + "</password_double_sha1_hex>")},
+            "files": {"users.yaml": "users:\n  writer:\n    password:\n      '@from_env': CLICKHOUSE_WRITER_PASSWORD\n"
+                                    "  auditor:\n    password_sha256_hex: " + "0" * 64 + "\n"},
+            "configdFiles": {"s3.xml": '<clickhouse><storage_configuration><disks><s3><secret_access_key from_env="S3_KEY"/>'
+                                       "</s3></disks></storage_configuration></clickhouse>"}}},
+    },
+}
+
+
+def run_cases(tmp_path, cases, passes=None):
+    """One ansible-playbook over every case (and every host that must pass): {host: (failed, the failure messages)}."""
     services = tmp_path / "services.env"
     services.write_text("".join(f"{k}={v}\n" for k, v in SERVICES_ENV.items()))
-    hosts = {"clean": {}, **{name: case[0] for name, case in cases.items()}}
+    hosts = {"clean": {}, **(passes or {}), **{name: case[0] for name, case in cases.items()}}
     inventory = {"langfuse": {"hosts": {name: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                                                "localenv_services_file": str(services), **mistake}
                                         for name, mistake in hosts.items()}}}
@@ -343,12 +398,18 @@ def parse(output, hosts):
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
-    return run_cases(tmp_path_factory.mktemp("refusals"), CASES)
+    return run_cases(tmp_path_factory.mktemp("refusals"), CASES, PASSES)
 
 
 def test_the_clean_inventory_passes_every_check(outcomes):
     results, proc = outcomes
     assert results["clean"] == (False, []), proc.stdout[-3000:]
+
+
+@pytest.mark.parametrize("host", sorted(PASSES))
+def test_what_the_refusals_ask_for_passes(outcomes, host):
+    failed, messages = outcomes[0][host]
+    assert not failed and not messages, " ".join(messages)[:2000]
 
 
 def test_there_are_sixty_cases_or_more():
