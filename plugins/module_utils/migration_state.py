@@ -11,6 +11,8 @@ see web/entrypoint.sh and packages/shared/clickhouse/scripts/up.sh upstream.
 
 from __future__ import annotations
 
+import re
+
 # Prisma Migrate holds this session advisory lock (pg_advisory_lock(72707369),
 # prisma-engines' Postgres connector) for the whole of `migrate deploy`.
 # pg_locks shows a bigint key as classid = high half, objid = low half,
@@ -277,6 +279,177 @@ def disk_problems(state):
             "instead of the backfill."]
 
 
+# --- the Langfuse user's ClickHouse grants (v4) ------------------------------------------------------
+# The grants Langfuse v4 needs for CLICKHOUSE_USER, per purpose, as langfuse-docs lists them in
+# content/self-hosting/deployment/infrastructure/clickhouse.mdx, section "User Permissions" (PR #3588,
+# "document complete ClickHouse user permissions"; read at commit 011ec6949019); step 1 of
+# upgrade-guides/upgrade-v3-to-v4.mdx lists what is new over v3 (read at commit 90f017ec1846). `since`
+# says which: "v3" for the v3-era list (INSERT, SELECT, ALTER UPDATE, ALTER DELETE, ALTER DROP INDEX,
+# CREATE, DROP TABLE on the database), "v4" for the rest. `on` is a template: {db} is the database
+# (CLICKHOUSE_DB), quoted as needed.
+LANGFUSE_GRANTS_DOC = "langfuse-docs self-hosting/deployment/infrastructure/clickhouse.mdx#user-permissions"
+# Langfuse runs DDL ON CLUSTER default unless CLICKHOUSE_CLUSTER_NAME says otherwise (as migrate_database_url).
+CLUSTER_NAME = "default"
+# The historic backfill's intermediate table; the grants on it may (and should) exist before the table does.
+BACKFILL_SCRATCH_TABLE = "observations_pid_tid_sorting"
+LIGHTWEIGHT_PROFILE = "langfuse_lightweight_update"
+
+GRANT_PURPOSES = {
+    "tables": "Langfuse's tables",
+    "system_tables": "system tables",
+    "cluster": "clustered ClickHouse (CLICKHOUSE_CLUSTER_ENABLED=true)",
+    "backfill": f"the historic backfill's scratch table {BACKFILL_SCRATCH_TABLE}",
+    "lightweight_update": "lightweight updates (CLICKHOUSE_USE_LIGHTWEIGHT_UPDATE=true)",
+}
+
+_SCHEMA = "schema migrations at start"
+_GRANTS = (
+    # purpose, privilege, on, since, what for[, what CHECK GRANT asks when it is not the privilege itself]
+    ("tables", "SELECT", "{db}.*", "v3", "reads"),
+    ("tables", "INSERT", "{db}.*", "v3", "writes"),
+    ("tables", "ALTER UPDATE", "{db}.*", "v3", "data retention, project and trace deletion, event updates"),
+    ("tables", "ALTER DELETE", "{db}.*", "v3", "data retention, project and trace deletion"),
+    # CREATE on a database is CREATE DATABASE, CREATE TABLE, CREATE VIEW and CREATE DICTIONARY (SHOW GRANTS lists
+    # them so); CHECK GRANT CREATE asks for the whole CREATE group, global parts (CREATE TEMPORARY TABLE, CREATE
+    # FUNCTION, ...) included, and answers 0 to a user granted CREATE ON <db>.* - so the parts are checked.
+    ("tables", "CREATE", "{db}.*", "v3", _SCHEMA, "CREATE DATABASE, CREATE TABLE, CREATE VIEW, CREATE DICTIONARY"),
+    ("tables", "DROP TABLE", "{db}.*", "v3", _SCHEMA),
+    ("tables", "DROP VIEW", "{db}.*", "v4", _SCHEMA),
+    ("tables", "ALTER ADD COLUMN", "{db}.*", "v4", _SCHEMA),
+    ("tables", "ALTER MODIFY COLUMN", "{db}.*", "v4", _SCHEMA),
+    ("tables", "ALTER VIEW MODIFY QUERY", "{db}.*", "v4", _SCHEMA),
+    ("tables", "ALTER ADD INDEX", "{db}.*", "v4", _SCHEMA),
+    ("tables", "ALTER DROP INDEX", "{db}.*", "v3", _SCHEMA),
+    ("tables", "ALTER MATERIALIZE INDEX", "{db}.*", "v4", _SCHEMA),
+    ("system_tables", "SELECT(database, table, name, partition, partition_id, active, rows)", "system.parts", "v4",
+     "finding partitions and parts: the dual write's event propagation, the historic backfill, the deleted-mask cleaner"),
+    ("system_tables", "SELECT(database, table, is_done)", "system.mutations", "v4",
+     "the deleted-mask cleaner's mutation backpressure"),
+    ("system_tables", "SELECT(database, name, engine)", "system.tables", "v4", "the historic backfill's engine detection"),
+    ("system_tables", "SELECT", "system.processes", "v4",
+     "progress of long-running migration queries, detection of v4 transition usage"),
+    ("system_tables", "SELECT", "system.query_log*", "v4",
+     "progress of long-running migration queries, detection of v4 transition usage (the wildcard covers the "
+     "query_log_N tables ClickHouse rotates in on a schema change)"),
+    ("cluster", "READ", "REMOTE", "v4", "reading the system tables of every replica through clusterAllReplicas()"),
+    ("cluster", "CLUSTER", "*.*", "v4",
+     "DDL ON CLUSTER (needed unless access_control_improvements.on_cluster_queries_require_cluster_grant is off)"),
+    ("backfill", "SYSTEM SYNC REPLICA", "{db}." + BACKFILL_SCRATCH_TABLE, "v4", "merge control on replicated engines"),
+    ("backfill", "SYSTEM MERGES", "{db}." + BACKFILL_SCRATCH_TABLE, "v4", "merge control on self-managed MergeTree"),
+    ("backfill", "ALTER SETTINGS", "{db}." + BACKFILL_SCRATCH_TABLE, "v4",
+     "merge control on replicated and SharedMergeTree engines"),
+)
+
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def ch_name(value):
+    """A database or user name as ClickHouse SQL writes it: bare when it can be, else in backquotes."""
+    if _PLAIN_NAME.fullmatch(value):
+        return value
+    return "`" + value.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def resolve_clustered(option, clickhouse_state):
+    """(clustered, why): the option, else what schema_migrations' engine says, else Langfuse's default.
+
+    clickhouse_state: summarize_clickhouse's, or None when it could not be read.
+    """
+    if option is not None:
+        return bool(option), "option clickhouse_cluster_enabled"
+    if clickhouse_state and clickhouse_state["table_exists"]:
+        return clickhouse_state["replicated"], f"schema_migrations engine {clickhouse_state['engine']}"
+    why = "no schema_migrations table to tell" if clickhouse_state else "schema_migrations could not be read"
+    return True, f"Langfuse's default CLICKHOUSE_CLUSTER_ENABLED=true ({why}; set clickhouse_cluster_enabled)"
+
+
+def required_grants(database, clustered):
+    """The privileges to check for Langfuse v4, each with its CHECK GRANT statement (run as the Langfuse user)."""
+    checks = []
+    for purpose, privilege, on, since, why, *check_as in _GRANTS:
+        if purpose == "cluster" and not clustered:
+            continue
+        target = on.format(db=ch_name(database))
+        checks.append({"purpose": purpose, "privilege": privilege, "on": target, "since": since, "why": why,
+                       "check": f"CHECK GRANT {check_as[0] if check_as else privilege} ON {target}"})
+    return checks
+
+
+def grant_statement(privileges, on, user, clustered):
+    cluster = f"ON CLUSTER {CLUSTER_NAME} " if clustered else ""
+    return f"GRANT {cluster}{', '.join(privileges)} ON {on} TO {ch_name(user)}"
+
+
+def lightweight_statement(user, clustered):
+    cluster = f" ON CLUSTER {CLUSTER_NAME}" if clustered else ""
+    return (f"CREATE SETTINGS PROFILE {LIGHTWEIGHT_PROFILE}{cluster} SETTINGS enable_lightweight_update = 1 "
+            f"TO {ch_name(user)}")
+
+
+def summarize_grants(checks, results, user, clustered, clustered_from, lightweight=None):
+    """What CHECK GRANT answered, the missing grants and the statements that add them.
+
+    results: one per check, True/False (CHECK GRANT's 1/0) or a string (the error it raised);
+    lightweight: None when CLICKHOUSE_USE_LIGHTWEIGHT_UPDATE is not in use, else whether the user's
+    enable_lightweight_update is on (or the error reading it).
+    """
+    missing, errors = [], []
+    for entry, answer in zip(checks, results):
+        item = {k: entry[k] for k in ("purpose", "privilege", "on", "since", "why")}
+        if isinstance(answer, str):
+            errors.append(dict(item, error=answer))
+        elif not answer:
+            missing.append(dict(item, grant=grant_statement([entry["privilege"]], entry["on"], user, clustered)))
+    by_target = {}
+    for item in missing:
+        by_target.setdefault(item["on"], []).append(item["privilege"])
+    statements = [grant_statement(privileges, on, user, clustered) for on, privileges in by_target.items()]
+    lightweight_state = None
+    if lightweight is not None:
+        lightweight_state = {"enabled": lightweight if isinstance(lightweight, bool) else None,
+                             "error": lightweight if isinstance(lightweight, str) else None}
+        if lightweight is False:
+            lightweight_state["statement"] = lightweight_statement(user, clustered)
+            statements.append(lightweight_state["statement"])
+        elif isinstance(lightweight, str):
+            errors.append({"purpose": "lightweight_update", "privilege": "setting enable_lightweight_update", "on": None,
+                           "since": "v4", "why": "native UPDATE statements", "error": lightweight})
+    return {"user": user, "clustered": clustered, "clustered_from": clustered_from, "checked": len(checks),
+            "granted": sum(1 for r in results if r is True), "missing": missing, "errors": errors,
+            "lightweight_update": lightweight_state, "statements": statements,
+            "enough": not missing and not errors and lightweight is not False}
+
+
+def grant_problems(state, database, host=None):
+    """Messages for the Langfuse user's missing grants, naming each and the statements an admin runs."""
+    problems = []
+    user = ch_name(state["user"])
+    where = f"on {host}" if host else "on the server that answered"
+    short = state["missing"] + ([{"purpose": "lightweight_update", "privilege": "enable_lightweight_update = 1",
+                                  "on": None, "why": "native UPDATE statements"}]
+                                if state["lightweight_update"] and state["lightweight_update"]["enabled"] is False else [])
+    if short:
+        named = "; ".join(
+            f"{m['privilege']} ON {m['on']} ({GRANT_PURPOSES[m['purpose']]}: {m['why']})" if m["on"] else
+            f"setting {m['privilege']} ({GRANT_PURPOSES[m['purpose']]}: {m['why']})" for m in short)
+        cluster_note = (f" The statements say ON CLUSTER {CLUSTER_NAME}, as grants are per node unless the cluster keeps "
+                        "its users in a replicated access storage (then drop ON CLUSTER); this check saw one node only."
+                        if state["clustered"] else "")
+        problems.append(
+            f"ClickHouse user {user} ({where}, database {database}) lacks {len(short)} of what Langfuse v4 needs "
+            f"({LANGFUSE_GRANTS_DOC}; clustered: {'yes' if state['clustered'] else 'no'}, from {state['clustered_from']}): "
+            f"{named}. Without them Langfuse v4's schema migrations or background jobs fail with \"Not enough "
+            f"privileges\". An admin runs, before the v4 server upgrade: {'; '.join(state['statements'])}."
+            f"{cluster_note}")
+    for entry in state["errors"]:
+        target = f" ON {entry['on']}" if entry["on"] else ""
+        hint = " (CHECK GRANT came with ClickHouse 24.9; Langfuse v4 needs 25.12)" if entry["on"] else ""
+        problems.append(
+            f"Could not check {entry['privilege']}{target} for ClickHouse user {user} ({where}): "
+            f"{_excerpt(entry['error'])}{hint}.")
+    return problems
+
+
 def pending_reasons(result, dirty_counts=True):
     """Why the migrations are not settled yet (empty when they are).
 
@@ -309,6 +482,11 @@ def validate_params(params):
         errors.append("clickhouse_disk_factor needs clickhouse")
     if params.get("clickhouse_disk_factor") is not None and params["clickhouse_disk_factor"] < 1:
         errors.append("clickhouse_disk_factor must be at least 1")
+    if params.get("check_v4_clickhouse_grants") and not params.get("clickhouse"):
+        errors.append("check_v4_clickhouse_grants needs clickhouse")
+    for name in ("clickhouse_cluster_enabled", "clickhouse_lightweight_update"):
+        if params.get(name) is not None and not params.get("check_v4_clickhouse_grants"):
+            errors.append(f"{name} needs check_v4_clickhouse_grants")
     if params.get("expect_background_migrations_done") and not params.get("postgres"):
         errors.append("expect_background_migrations_done needs postgres")
     for name, low in (("wait_timeout", 0), ("wait_interval", 1), ("in_progress_grace", 0)):

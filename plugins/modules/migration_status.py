@@ -181,6 +181,37 @@ options:
       - Langfuse v4's historic backfill needs about 3 (upgrade-v3-to-v4.mdx). Reads C(system.disks), which ClickHouse has
         since 19.15. Needs O(clickhouse).
     type: float
+  check_v4_clickhouse_grants:
+    description:
+      - Fail unless the ClickHouse user (O(clickhouse.user), the one Langfuse runs as) holds every grant Langfuse v4
+        needs, as upstream lists them per purpose (langfuse-docs C(self-hosting/deployment/infrastructure/clickhouse.mdx),
+        "User Permissions"; step 1 of C(upgrade-v3-to-v4.mdx) lists what is new over v3) - the database's tables and
+        schema migrations, column reads of C(system.parts), C(system.mutations), C(system.tables), reads of
+        C(system.processes) and C(system.query_log*), merge control on the historic backfill's scratch table, and,
+        clustered, C(READ ON REMOTE) and C(CLUSTER ON *.*).
+      - Asks the server with one C(CHECK GRANT) per privilege (ClickHouse 24.9 or later), which answers for the
+        current user, its roles included, and changes nothing. The failure names each missing grant, what Langfuse
+        uses it for, and the C(GRANT ... TO <user>) statements an admin runs (RV(clickhouse.grants.statements)).
+      - Answers for the node that served the connection (RV(clickhouse.host)). Grants are per node unless the users live
+        in a replicated access storage, so without one check each replica through O(clickhouse.forward.pod).
+      - Needs O(clickhouse).
+    type: bool
+    default: false
+  clickhouse_cluster_enabled:
+    description:
+      - Whether Langfuse runs with C(CLICKHOUSE_CLUSTER_ENABLED=true), which adds C(READ ON REMOTE) and C(CLUSTER ON *.*)
+        to the grants O(check_v4_clickhouse_grants) checks and C(ON CLUSTER default) to the statements it proposes.
+      - When omitted, C(schema_migrations) tells (a C(Replicated*) engine means clustered migrations ran); without that
+        table, Langfuse's default (clustered) applies.
+      - Needs O(check_v4_clickhouse_grants).
+    type: bool
+  clickhouse_lightweight_update:
+    description:
+      - Langfuse runs with C(CLICKHOUSE_USE_LIGHTWEIGHT_UPDATE=true), so O(check_v4_clickhouse_grants) also requires the
+        user's C(enable_lightweight_update) setting to be on (read with C(getSetting) as the user), else proposes upstream's
+        settings profile.
+      - Needs O(check_v4_clickhouse_grants).
+    type: bool
   expect_not_dirty:
     description:
       - Fail when ClickHouse's current migration is dirty (with O(wait), once waiting did not clear it).
@@ -201,7 +232,8 @@ options:
         migrations ran with C(CLICKHOUSE_CLUSTER_ENABLED) on (V(true)) or off (V(false)). Not checked when omitted.
     type: bool
 notes:
-  - The Postgres session is read-only; the ClickHouse queries are SELECTs only.
+  - The Postgres session is read-only; the ClickHouse queries are SELECTs and, with O(check_v4_clickhouse_grants),
+    C(CHECK GRANT)s, which only read.
   - ClickHouse queries go over one keep-alive connection, so behind a Service they are all answered by the same
     replica (RV(clickhouse.host)).
 requirements:
@@ -244,6 +276,16 @@ EXAMPLES = r"""
     min_clickhouse_version: 37
     expect_postgres_migrations:
       - 20260721120000_add_boolean_score_widget_views
+
+- name: Before the v4 server upgrade, require the grants Langfuse v4 needs
+  langfuse_ops.platform.migration_status:
+    clickhouse:
+      user: langfuse
+      password: "{{ langfuse_clickhouse_password }}"
+      database: langfuse
+      forward: {namespace: langfuse-data, service: clickhouse-langfuse}
+    check_v4_clickhouse_grants: true
+    clickhouse_cluster_enabled: true
 """
 
 RETURN = r"""
@@ -331,6 +373,31 @@ clickhouse:
         - With O(clickhouse_disk_factor) only. C(bytes_on_disk) of the active parts, C(free) on the roomiest disk
           (C(disk)), C(needed_free), C(enough), and every disk of C(system.disks).
       type: dict
+    grants:
+      description:
+        - With O(check_v4_clickhouse_grants) only. C(user) (as C(currentUser) names it), C(clustered) and C(clustered_from) (why),
+          C(checked) and C(granted) (counts), C(missing) (each with C(purpose), C(privilege), C(on), C(since) v3 or v4,
+          C(why) and its C(grant) statement), C(errors) (checks the server refused, with its C(error)),
+          C(lightweight_update) (with O(clickhouse_lightweight_update) only, C(enabled), C(error), C(statement)),
+          C(statements) (what an admin runs, one per object) and C(enough).
+      type: dict
+      sample:
+        user: langfuse
+        clustered: false
+        clustered_from: schema_migrations engine MergeTree
+        checked: 21
+        granted: 20
+        missing:
+          - purpose: system_tables
+            privilege: SELECT(database, table, name, partition, partition_id, active, rows)
+            "on": system.parts
+            since: v4
+            why: "finding partitions and parts: ..."
+            grant: GRANT SELECT(database, table, name, partition, partition_id, active, rows) ON system.parts TO langfuse
+        errors: []
+        lightweight_update: null
+        statements: [GRANT SELECT(database, table, name, partition, partition_id, active, rows) ON system.parts TO langfuse]
+        enough: false
     database:
       description: The database read.
       type: str
@@ -375,7 +442,22 @@ except ImportError as exc:  # pragma: no cover - reported by the module
 
 
 class ReadError(Exception):
-    """The state could not be read (connection, authentication, query)."""
+    """The state could not be read (connection, authentication, query).
+
+    grants: what check_v4_clickhouse_grants found when only the rest of the state could not be read.
+    """
+
+    def __init__(self, message, grants=None):
+        super().__init__(message)
+        self.grants = grants
+
+
+class QueryError(ReadError):
+    """The server answered, with an error (HTTP status other than 200): the connection itself is fine."""
+
+    def __init__(self, message, answer):
+        super().__init__(message)
+        self.answer = answer
 
 
 FORWARD_SPEC = dict(
@@ -423,6 +505,9 @@ ARGUMENT_SPEC = dict(
     expect_no_failed=dict(type="bool", default=True),
     expect_background_migrations_done=dict(type="bool", default=False),
     clickhouse_disk_factor=dict(type="float"),
+    check_v4_clickhouse_grants=dict(type="bool", default=False),
+    clickhouse_cluster_enabled=dict(type="bool"),
+    clickhouse_lightweight_update=dict(type="bool"),
     expect_not_dirty=dict(type="bool", default=True),
     min_clickhouse_version=dict(type="int"),
     expect_postgres_migrations=dict(type="list", elements="str", aliases=["expect_postgres_migration"]),
@@ -534,48 +619,98 @@ class ClickHouseHTTP:
         credentials = f"{opts['user']}:{opts['password'] or ''}".encode()
         self.headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode(), "Content-Type": "text/plain"}
 
-    def select(self, query):
+    def _post(self, path, query):
         try:
-            self.conn.request("POST", "/", body=(query + " FORMAT JSON").encode(), headers=self.headers)
+            self.conn.request("POST", path, body=query.encode(), headers=self.headers)
             response = self.conn.getresponse()
             body = response.read().decode("utf-8", "replace")
         except (OSError, http.client.HTTPException) as exc:
             raise ReadError(f"{self.where}: {exc}") from exc
         if response.status != 200:
-            raise ReadError(f"{self.where} answered HTTP {response.status}: {body.strip()[:500]}")
+            raise QueryError(f"{self.where} answered HTTP {response.status}: {body.strip()[:500]}",
+                             body.strip()[:500] or f"HTTP {response.status} without a message")
+        return body
+
+    def select(self, query):
+        body = self._post("/", query + " FORMAT JSON")
         try:
             return json.loads(body)["data"]
         except (ValueError, KeyError) as exc:
             raise ReadError(f"{self.where}: not a JSON answer: {body[:200]!r}") from exc
 
+    def check_grant(self, statement):
+        """CHECK GRANT's answer, True or False. It takes no FORMAT clause: its one UInt8 comes as TabSeparated."""
+        body = self._post("/?default_format=TabSeparated", statement).strip()
+        if body not in ("0", "1"):
+            raise ReadError(f"{self.where}: not a CHECK GRANT answer: {body[:200]!r}")
+        return body == "1"
+
     def close(self):
         self.conn.close()
 
 
-def read_clickhouse(opts, address, port, where, disk_factor=None):
+def read_grants(client, database, clustered, clustered_from, lightweight_update):
+    """CHECK GRANT, as the connected user, for each privilege Langfuse v4 needs; see ms.required_grants."""
+    user = client.select("SELECT currentUser() AS user")[0]["user"]
+    checks = ms.required_grants(database, clustered)
+    results = []
+    for entry in checks:
+        try:
+            results.append(client.check_grant(entry["check"]))
+        except QueryError as exc:  # refused (e.g. a server without CHECK GRANT): reported, the others still checked
+            results.append(exc.answer)
+    lightweight = None
+    if lightweight_update:
+        try:
+            lightweight = bool(int(client.select(
+                "SELECT toUInt8(getSetting('enable_lightweight_update')) AS enabled")[0]["enabled"]))
+        except QueryError as exc:
+            lightweight = exc.answer
+    return ms.summarize_grants(checks, results, user, clustered, clustered_from, lightweight)
+
+
+def read_clickhouse(opts, address, port, where, disk_factor=None, grants=None):
+    """grants: None, or {cluster_enabled, lightweight_update} to check the user's grants for Langfuse v4."""
     client = ClickHouseHTTP(opts, address, port, where)
     disks = used = None
+    grant_state = None
     try:
         info = client.select("SELECT hostName() AS host, version() AS server_version")[0]
-        tables = client.select(
-            f"SELECT engine FROM system.tables WHERE database = {_ch_string(opts['database'])} AND name = 'schema_migrations'")
-        engine = tables[0]["engine"] if tables else None
-        row = None
-        if engine is not None:
-            rows = client.select(
-                f"SELECT version, dirty, sequence FROM {_ch_identifier(opts['database'])}.schema_migrations "
-                "ORDER BY sequence DESC LIMIT 1")
-            row = rows[0] if rows else None
-        if disk_factor is not None:
-            used = int(client.select("SELECT toUInt64(sum(bytes_on_disk)) AS used FROM system.parts WHERE active")[0]["used"])
-            disks = client.select("SELECT name, path, toUInt64(free_space) AS free_space, toUInt64(total_space) AS total_space "
-                                  "FROM system.disks")
+        try:
+            tables = client.select(
+                f"SELECT engine FROM system.tables WHERE database = {_ch_string(opts['database'])} AND name = 'schema_migrations'")
+            engine = tables[0]["engine"] if tables else None
+            row = None
+            if engine is not None:
+                rows = client.select(
+                    f"SELECT version, dirty, sequence FROM {_ch_identifier(opts['database'])}.schema_migrations "
+                    "ORDER BY sequence DESC LIMIT 1")
+                row = rows[0] if rows else None
+            if disk_factor is not None:
+                used = int(client.select("SELECT toUInt64(sum(bytes_on_disk)) AS used FROM system.parts WHERE active")[0]["used"])
+                disks = client.select("SELECT name, path, toUInt64(free_space) AS free_space, "
+                                      "toUInt64(total_space) AS total_space FROM system.disks")
+        except QueryError as exc:
+            if grants is None:
+                raise
+            # Typically a user without SELECT ON system.tables on a server that wants grants for system tables (a v3
+            # user before the v4 grants): the grant check still names everything that is missing.
+            clustered, clustered_from = ms.resolve_clustered(grants.get("cluster_enabled"), None)
+            grant_state = read_grants(client, opts["database"], clustered, clustered_from, grants.get("lightweight_update"))
+            found = ms.grant_problems(grant_state, opts["database"], info["host"])
+            raise ReadError(f"{exc} | the grant check ran nonetheless: {' | '.join(found) or 'nothing is missing'}",
+                            grants=grant_state) from exc
+        state = ms.summarize_clickhouse(engine, row)
+        if grants is not None:
+            clustered, clustered_from = ms.resolve_clustered(grants.get("cluster_enabled"), state)
+            grant_state = read_grants(client, opts["database"], clustered, clustered_from, grants.get("lightweight_update"))
     finally:
         client.close()
-    state = ms.summarize_clickhouse(engine, row)
     state.update(host=info["host"], server_version=info["server_version"], database=opts["database"])
     if disk_factor is not None:
         state["disk"] = ms.disk_headroom(used, disks, disk_factor)
+    if grant_state is not None:
+        state["grants"] = grant_state
     return state
 
 
@@ -610,7 +745,7 @@ def through_target(module, opts, read, *args):
                 result = read(opts, "127.0.0.1", fwd.port, f"{via} (port-forward)", *args)
             except ReadError as exc:
                 failures = fwd.failures()
-                raise ReadError(f"{exc}{' | ' + '; '.join(failures) if failures else ''}") from exc
+                raise ReadError(f"{exc}{' | ' + '; '.join(failures) if failures else ''}", grants=exc.grants) from exc
     state = result[0] if isinstance(result, tuple) else result
     state["connected_via"] = via
     return result
@@ -636,7 +771,12 @@ def read_state(module):
     if params["postgres"]:
         result["postgres"], applied = through_target(module, params["postgres"], read_postgres, params["in_progress_grace"])
     if params["clickhouse"]:
-        result["clickhouse"] = through_target(module, params["clickhouse"], read_clickhouse, params["clickhouse_disk_factor"])
+        grants = None
+        if params["check_v4_clickhouse_grants"]:
+            grants = {"cluster_enabled": params["clickhouse_cluster_enabled"],
+                      "lightweight_update": bool(params["clickhouse_lightweight_update"])}
+        result["clickhouse"] = through_target(module, params["clickhouse"], read_clickhouse,
+                                              params["clickhouse_disk_factor"], grants)
     return result, applied
 
 
@@ -659,8 +799,9 @@ def main():
                 time.sleep(params["wait_interval"])
                 continue
             waited = f" (waited {int(time.monotonic() - start)}s)" if params["wait"] else ""
+            found = {"clickhouse": {"grants": exc.grants}} if exc.grants is not None else {}
             module.fail_json(msg=f"could not read the migration state{waited}: {exc}", settled=False,
-                             waited=int(time.monotonic() - start))
+                             waited=int(time.monotonic() - start), **found)
         pending = ms.pending_reasons(state, dirty_counts=params["expect_not_dirty"])
         if not params["wait"] or not pending or time.monotonic() >= deadline:
             break
@@ -686,6 +827,9 @@ def main():
                                            waited=waited if params["wait"] else None)
         if "disk" in state["clickhouse"]:
             problems += ms.disk_problems(state["clickhouse"]["disk"])
+        if "grants" in state["clickhouse"]:
+            problems += ms.grant_problems(state["clickhouse"]["grants"], params["clickhouse"]["database"],
+                                          state["clickhouse"]["host"])
     if problems:
         module.fail_json(msg=" | ".join(problems), problems=problems, **result)
     module.exit_json(**result)
