@@ -41,6 +41,60 @@ def _load_exports(script):
 _load_exports("cluster.sh")
 _load_exports("services.sh")
 
+# `make integration` runs this directory twice, `--phase 1` then `--phase 2`, each on two pytest-xdist workers
+# (`-n 2 --dist loadgroup`): a group runs on one worker, its files in order. Two groups of a phase share the
+# cluster and the services at the same time, so what one does must not disturb the other:
+# - the stand-in Langfuse server answers every web pod's health with the newest Ready web pod's version,
+#   cluster-wide (tests/standins/langfuse_web.py): only phase 2's "web-versions" group moves web pods off the
+#   embedded default's version, or labels a worker pod (event propagation stuck), and its other group
+#   makes no web pod at all;
+# - the dev inventory and the CloudNativePG stand-in share the cluster-wide CNPG CRDs (the stand-in test
+#   deletes them at its end): one group, in this order;
+# - every other file has uuid-named namespaces and databases; each worker keeps its backups in a bucket of
+#   its own (BACKUP_BUCKET), since an install rewrites the bucket's whole lifecycle configuration.
+# A file missing here is an error, so no test can fall out of both phases.
+GROUPS = {
+    "test_install_dev_inventory.py": (1, "cnpg-crds"),
+    "test_restore.py": (1, "cnpg-crds"),
+    "test_standin_cnpg.py": (1, "cnpg-crds"),
+    "test_app_secret_loss.py": (1, "installs"),
+    "test_clickhouse_official.py": (1, "installs"),
+    "test_install.py": (1, "installs"),
+    "test_install_valkey.py": (1, "installs"),
+    "test_job_runner.py": (1, "installs"),
+    "test_observability.py": (1, "installs"),
+    "test_upgrade.py": (2, "web-versions"),
+    "test_upgrade_v4.py": (2, "web-versions"),
+    "test_v4_phases.py": (2, "web-versions"),
+    "test_backup_scripts.py": (2, "no-web-pods"),
+    "test_install_migration_gate.py": (2, "no-web-pods"),
+    "test_install_refuses_bad_inputs.py": (2, "no-web-pods"),
+    "test_localenv.py": (2, "no-web-pods"),
+    "test_migration_status.py": (2, "no-web-pods"),
+    "test_s3_point_in_time.py": (2, "no-web-pods"),
+    "test_standin_altinity.py": (2, "no-web-pods"),
+}
+BACKUP_BUCKET = "langfuse-backups" + (f"-{os.environ['PYTEST_XDIST_WORKER']}" if os.environ.get("PYTEST_XDIST_WORKER") else "")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--phase", type=int, choices=[1, 2], help="run only the files of this phase (conftest.GROUPS)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    unknown = sorted({item.path.name for item in items if item.path.name not in GROUPS})
+    if unknown:
+        raise pytest.UsageError(f"tests/integration/conftest.py GROUPS has no phase and group for {', '.join(unknown)}")
+    keep, drop = [], []
+    for item in items:
+        phase, group = GROUPS[item.path.name]
+        item.add_marker(pytest.mark.xdist_group(f"phase{phase}-{group}"))
+        (keep if config.getoption("phase") in (None, phase) else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
 
 def run(*args, check=True, timeout=120, **kwargs):
     proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
@@ -55,6 +109,7 @@ def kubectl(*args, **kwargs):
 
 def playbook(name, variables, *args, inventory="local"):
     """ansible-playbook playbooks/<name>.yml -i inventories/<inventory> -e <variables as JSON> [args]."""
+    variables = {"backup_cron_bucket": BACKUP_BUCKET, **variables}
     return run("ansible-playbook", "-i", f"inventories/{inventory}", f"playbooks/{name}.yml", "-e", json.dumps(variables),
                *args, check=False, cwd=REPO, timeout=1200)
 

@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from conftest import REPO, kubectl, playbook, run
+from conftest import BACKUP_BUCKET, REPO, kubectl, playbook, run
 from test_backup_scripts import script_env, sh
 from test_install import recap
 
@@ -112,7 +112,7 @@ def test_backups_are_a_scheduled_plugin_backup_with_wal_archiving(dev_install):
     assert pg["spec"]["plugins"] == [{"name": "barman-cloud.cloudnative-pg.io", "enabled": True, "isWALArchiver": True,
                                       "parameters": {"barmanObjectName": "langfuse-pg-backups"}}]
     store = get(namespace, "objectstores.barmancloud.cnpg.io", "langfuse-pg-backups")["spec"]
-    assert store["configuration"]["destinationPath"] == f"s3://langfuse-backups/{namespace}/postgres-cnpg"
+    assert store["configuration"]["destinationPath"] == f"s3://{BACKUP_BUCKET}/{namespace}/postgres-cnpg"
     assert store["configuration"]["s3Credentials"]["secretAccessKey"] == {"name": "langfuse-s3", "key": "secret-access-key"}
     scheduled = get(namespace, "scheduledbackups.postgresql.cnpg.io", "langfuse-pg-daily")["spec"]
     assert (scheduled["method"], scheduled["cluster"], scheduled["pluginConfiguration"]) == (
@@ -209,7 +209,7 @@ def test_restore_recovers_a_new_cluster_to_the_clickhouse_backup_and_switches_la
     namespace = dev_install[0]
     # A completed plugin Backup exists (the backup playbook's test); the ClickHouse backup starts after it.
     time.sleep(1.1)
-    env = script_env(services, "langfuse-backups", S3_PREFIX=namespace)
+    env = script_env(services, BACKUP_BUCKET, S3_PREFIX=namespace)
     # A real BACKUP on the local ClickHouse 26 (chDB): the dev install's own ClickHouse is the Altinity stand-in's.
     backup = sh("backup-clickhouse.sh", "incremental", env=env | {
         "CLICKHOUSE_URL": f"http://127.0.0.1:{services['LOCALENV_CHDB_HTTP_PORT']}", "CLICKHOUSE_USER": "default",

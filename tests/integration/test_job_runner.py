@@ -18,7 +18,7 @@ import boto3
 import pytest
 import yaml
 
-from conftest import REPO, kubectl, playbook, run
+from conftest import BACKUP_BUCKET, REPO, kubectl, playbook, run
 
 DEFAULTS = yaml.safe_load((REPO / "roles" / "backup_cron" / "defaults" / "main.yml").read_text())
 AWS_CLI = DEFAULTS["backup_cron_aws_cli_image"]
@@ -229,13 +229,13 @@ def test_the_postgres_backup_cronjob_puts_a_dump_and_its_manifest_in_s3(jobs_nam
 
         s3 = s3_client(services)
         base = f"{jobs_namespace}/postgres/{backup_id}"
-        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="langfuse-backups", Prefix=f"{jobs_namespace}/")["Contents"])
+        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BACKUP_BUCKET, Prefix=f"{jobs_namespace}/")["Contents"])
         # The install put the app secrets there too, encrypted to the local inventory's age recipient.
         app_secrets = [k for k in keys if k.startswith(f"{jobs_namespace}/app-secrets/")]
         assert len(app_secrets) == 1 and app_secrets[0].endswith(".age")
         assert sorted(set(keys) - set(app_secrets)) == [f"{base}/dump.pgcustom", f"{base}/manifest.json"]
-        manifest = json.loads(s3.get_object(Bucket="langfuse-backups", Key=f"{base}/manifest.json")["Body"].read())
-        dump = s3.get_object(Bucket="langfuse-backups", Key=f"{base}/dump.pgcustom")["Body"].read()
+        manifest = json.loads(s3.get_object(Bucket=BACKUP_BUCKET, Key=f"{base}/manifest.json")["Body"].read())
+        dump = s3.get_object(Bucket=BACKUP_BUCKET, Key=f"{base}/dump.pgcustom")["Body"].read()
         assert manifest["kind"] == "postgres" and manifest["id"] == backup_id and manifest["object"] == "dump.pgcustom"
         assert manifest["database"] == "langfuse" and manifest["bytes"] == len(dump) > 0
         assert manifest["server_version"].startswith("15.")
@@ -250,5 +250,5 @@ def test_the_postgres_backup_cronjob_puts_a_dump_and_its_manifest_in_s3(jobs_nam
         assert "TABLE DATA public _prisma_migrations" in listing
     finally:
         run("helm", "uninstall", "langfuse", "-n", jobs_namespace, "--wait", check=False, timeout=300)
-        for obj in s3_client(services).list_objects_v2(Bucket="langfuse-backups", Prefix=f"{jobs_namespace}/").get("Contents", []):
-            s3_client(services).delete_object(Bucket="langfuse-backups", Key=obj["Key"])
+        for obj in s3_client(services).list_objects_v2(Bucket=BACKUP_BUCKET, Prefix=f"{jobs_namespace}/").get("Contents", []):
+            s3_client(services).delete_object(Bucket=BACKUP_BUCKET, Key=obj["Key"])

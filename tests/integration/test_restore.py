@@ -22,7 +22,7 @@ import pyrage
 import pytest
 from pyrage import x25519
 
-from conftest import ch, installed_release, kubectl, migrated_databases, pg, playbook, run
+from conftest import BACKUP_BUCKET, ch, installed_release, kubectl, migrated_databases, pg, playbook, run
 from test_install import recap
 
 APP_KEYS = ("salt", "encryption-key", "nextauth-secret")
@@ -115,7 +115,7 @@ def restore_jobs(namespace):
 
 def newest_backups(s3, prefix):
     """The ids of the newest Postgres and ClickHouse backups under `prefix`, as the bucket lists them."""
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="langfuse-backups", Prefix=f"{prefix}/")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BACKUP_BUCKET, Prefix=f"{prefix}/")
             for o in page.get("Contents", [])]
     postgres = sorted(k.split("/")[2] for k in keys if k.startswith(f"{prefix}/postgres/") and k.endswith("/manifest.json"))
     clickhouse = sorted("/".join(k.split("/")[2:4])[:-len(".json")] for k in keys
@@ -192,14 +192,14 @@ def test_check_mode_prints_the_plan_and_changes_nothing(installed):
 
 def test_a_backup_from_a_newer_langfuse_is_refused(installed):
     s3, prefix = installed["s3"], f"{installed['namespace']}/postgres"
-    manifest = json.loads(body(s3, "langfuse-backups", f"{prefix}/{installed['postgres']}/manifest.json"))
+    manifest = json.loads(body(s3, BACKUP_BUCKET, f"{prefix}/{installed['postgres']}/manifest.json"))
     newer = installed["postgres"][:-3] + "59Z"  # same minute: still within the ClickHouse backup's skew
-    s3.put_object(Bucket="langfuse-backups", Key=f"{prefix}/{newer}/manifest.json",
+    s3.put_object(Bucket=BACKUP_BUCKET, Key=f"{prefix}/{newer}/manifest.json",
                   Body=json.dumps(manifest | {"id": newer, "langfuse_version": "3.999.0"}).encode())
     try:
         proc = restore(installed, restore_confirm=installed["namespace"], restore_postgres_backup=newer)
     finally:
-        s3.delete_object(Bucket="langfuse-backups", Key=f"{prefix}/{newer}/manifest.json")
+        s3.delete_object(Bucket=BACKUP_BUCKET, Key=f"{prefix}/{newer}/manifest.json")
     assert proc.returncode != 0
     text = " ".join(proc.stdout.split())
     assert "taken by Langfuse 3.999.0" in text and "newer than the deployed 3.224.1" in text and "Nothing was changed" in text
@@ -284,9 +284,9 @@ def test_a_job_from_each_backup_cronjob_completes(installed):
 def test_the_app_secrets_are_in_the_bucket_encrypted_and_in_every_manifest(installed, services):
     namespace, s3 = installed["namespace"], installed["s3"]
     fingerprints = configmap(namespace, "langfuse-app-secrets-fingerprints")
-    objects = [o["Key"] for o in s3.list_objects_v2(Bucket="langfuse-backups", Prefix=f"{namespace}/app-secrets/")["Contents"]]
+    objects = [o["Key"] for o in s3.list_objects_v2(Bucket=BACKUP_BUCKET, Prefix=f"{namespace}/app-secrets/")["Contents"]]
     assert len(objects) == 1 and objects[0].endswith(".age")
-    stored = body(s3, "langfuse-backups", objects[0])
+    stored = body(s3, BACKUP_BUCKET, objects[0])
     values = app_secrets(namespace)
     # Unreadable without the identity: no value occurs in the object, in any form a leak would take.
     for value in values.values():
@@ -296,7 +296,7 @@ def test_the_app_secrets_are_in_the_bucket_encrypted_and_in_every_manifest(insta
     with pytest.raises(pyrage.DecryptError):
         pyrage.decrypt(stored.encode(), [x25519.Identity.generate()])
     for key in (f"{namespace}/postgres/{installed['postgres']}/manifest.json", f"{namespace}/clickhouse/{installed['clickhouse']}.json"):
-        assert json.loads(body(s3, "langfuse-backups", key))["app_secrets"] == fingerprints
+        assert json.loads(body(s3, BACKUP_BUCKET, key))["app_secrets"] == fingerprints
 
 
 def test_app_secrets_that_differ_from_the_backups_are_refused_without_the_named_confirmation(installed):
@@ -333,7 +333,7 @@ def test_a_restore_into_a_new_namespace_brings_the_app_secrets_and_the_data_back
         # The local inventory's identity (its secret store's stand-in) from here on.
         checked = playbook("restore", {"langfuse_namespace": target, **variables}, "--check")
         assert checked.returncode == 0, checked.stdout[-3000:]
-        assert "CREATED from s3://langfuse-backups/" in " ".join(checked.stdout.split())
+        assert f"CREATED from s3://{BACKUP_BUCKET}/" in " ".join(checked.stdout.split())
         assert kubectl("get", "namespace", target, check=False).returncode != 0
 
         proc = playbook("restore", {"langfuse_namespace": target, **variables})
