@@ -191,7 +191,7 @@ options:
         clustered, C(READ ON REMOTE) and C(CLUSTER ON *.*).
       - Asks the server with one C(CHECK GRANT) per privilege (ClickHouse 24.9 or later), which answers for the
         current user, its roles included, and changes nothing. The failure names each missing grant, what Langfuse
-        uses it for, and the C(GRANT ... TO <user>) statements an admin runs (RV(clickhouse.grants.statements)).
+        uses it for, and the C(GRANT ... TO <user>) statements an admin runs (C(statements) of RV(clickhouse.grants)).
       - Answers for the node that served the connection (RV(clickhouse.host)). Grants are per node unless the users live
         in a replicated access storage, so without one check each replica through O(clickhouse.forward.pod).
       - Needs O(clickhouse).
