@@ -7,8 +7,6 @@ green without a real cluster and real services behind it.
 import contextlib
 import json
 import os
-import secrets
-import select
 import subprocess
 import sys
 import uuid
@@ -20,6 +18,8 @@ import requests
 
 REPO = Path(__file__).resolve().parents[2]
 LOCALENV = REPO / "tests" / "localenv"
+sys.path.insert(0, str(LOCALENV))
+from chdb_process import ChdbProcess  # noqa: E402 (tests/localenv)
 # The Helm revision audit the upstream check applies to the official charts.
 sys.path.insert(0, str(REPO / "tests" / "upstream"))
 
@@ -212,26 +212,14 @@ def databases(cluster, services):
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
-class ChdbServer:
+class ChdbServer(ChdbProcess):
     """tests/localenv/chdb_http.py in a process of its own: chDB behind ClickHouse's HTTP interface on 127.0.0.1.
 
     A real ClickHouse 26 engine where Debian's 18.16 server is too old (BACKUP/RESTORE, system.disks).
     """
 
     def __init__(self, path, password=None):
-        self.password = password or secrets.token_hex(16)
-        self.log = path / "chdb_http.log"
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(  # noqa: S603 (our own script)
-                [sys.executable, str(LOCALENV / "chdb_http.py"), "--port", "0", "--path", str(path / "data")],
-                stdout=subprocess.PIPE, stderr=log, text=True, env=dict(os.environ, CHDB_HTTP_PASSWORD=self.password))
-        ready = select.select([self.proc.stdout], [], [], 120)[0]  # a start-up limit, not an assertion on time
-        line = self.proc.stdout.readline().strip() if ready else ""
-        if not line.startswith("http://127.0.0.1:"):
-            self.close()
-            raise AssertionError(f"chdb_http.py did not start:\n{self.log.read_text()}")
-        self.url = line
-        self.port = int(line.rsplit(":", 1)[1])
+        super().__init__(path / "data", path / "chdb_http.log", password=password)
 
     def query(self, sql, **params):
         response = requests.post(f"{self.url}/", params=params, data=sql.encode(), auth=("default", self.password),
@@ -242,13 +230,3 @@ class ChdbServer:
 
     def rows(self, sql):
         return [line.split("\t") for line in self.query(sql).splitlines() if line]
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()

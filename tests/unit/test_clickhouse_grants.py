@@ -25,10 +25,6 @@ user here has direct grants only), and the first CHECK GRANT implementation (24.
 a table that does not exist yet (26.9 checks the grant alone, which the scratch-table checks rely on).
 """
 import json
-import os
-import secrets
-import select
-import subprocess
 import sys
 from pathlib import Path
 
@@ -39,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / ".build" / "collect
 from ansible_collections.langfuse_ops.platform.plugins.module_utils import migration_state as ms  # noqa: E402
 from ansible_collections.langfuse_ops.platform.plugins.modules import migration_status as module  # noqa: E402
 
-LOCALENV = Path(__file__).resolve().parents[1] / "localenv"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "localenv"))
+from chdb_process import ChdbProcess  # noqa: E402 (tests/localenv)
 
 
 def documented_grants(db):
@@ -93,22 +90,10 @@ class ChdbInstance:
             "<quotas><default></default></quotas></clickhouse>\n")
         (path / "config.xml").write_text(
             "<clickhouse><user_directories><users_xml><path>users.xml</path></users_xml></user_directories></clickhouse>\n")
-        self.password = secrets.token_hex(16)
-        self.log = path / "chdb_http.log"
-        with open(self.log, "w") as log:
-            # A relative path: chdb_http makes the directory it is given (here one named after the whole string,
-            # left empty), chDB reads `data` and the ?config-file= option, relative to cwd.
-            self.proc = subprocess.Popen(  # noqa: S603 (our own script)
-                [sys.executable, str(LOCALENV / "chdb_http.py"), "--port", "0", "--path", "data?config-file=config.xml",
-                 "--user", "langfuse"],
-                cwd=path, stdout=subprocess.PIPE, stderr=log, text=True,
-                env=dict(os.environ, CHDB_HTTP_PASSWORD=self.password))
-        ready = select.select([self.proc.stdout], [], [], 120)[0]  # a start-up limit, not an assertion on time
-        line = self.proc.stdout.readline().strip() if ready else ""
-        if not line.startswith("http://127.0.0.1:"):
-            self.close()
-            raise AssertionError(f"chdb_http.py did not start:\n{self.log.read_text()}")
-        self.port = int(line.rsplit(":", 1)[1])
+        # A relative path: chdb_http makes the directory it is given (here one named after the whole string, left
+        # empty), chDB reads `data` and the ?config-file= option, relative to cwd.
+        self.server = ChdbProcess("data?config-file=config.xml", path / "chdb_http.log", args=("--user", "langfuse"), cwd=path)
+        self.password, self.port = self.server.password, self.server.port
 
     def opts(self, database):
         return dict(host="127.0.0.1", port=self.port, user="langfuse", password=self.password, database=database,
@@ -118,14 +103,7 @@ class ChdbInstance:
         return module.ClickHouseHTTP(self.opts("default"), "127.0.0.1", self.port, f"127.0.0.1:{self.port}")
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
+        self.server.close()
 
 
 @pytest.fixture(scope="module")
