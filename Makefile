@@ -72,12 +72,8 @@ sanity: venv
 unit: venv
 	tests/pytest.sh tests/unit
 
-# Two phases, two workers each (tests/integration/conftest.py says which files run beside which);
-# both phases run even when the first fails.
 integration: localenv-up
-	source <($(LOCALENV)/cluster.sh env) && source <($(LOCALENV)/services.sh env) && rc=0 && \
-	  { tests/pytest.sh tests/integration -n 2 --dist loadgroup --phase 1 || rc=1; } && \
-	  { tests/pytest.sh tests/integration -n 2 --dist loadgroup --phase 2 || rc=1; } && exit $$rc
+	source <($(LOCALENV)/cluster.sh env) && source <($(LOCALENV)/services.sh env) && tests/run-integration.sh
 
 molecule: localenv-up
 	source <($(LOCALENV)/cluster.sh env) && source <($(LOCALENV)/services.sh env) && \

@@ -45,12 +45,17 @@ def ready_pods(api, namespace, selector):
 
 
 def http_get(api, namespace, pod, port, path, timeout=10):
-    """GET path on pod:port through a port-forward; returns (status code, body text)."""
+    """GET path on pod:port through a port-forward; returns (status code, body text).
+
+    The request names the pod it is meant for (X-Langfuse-Ops-Pod: <namespace>/<pod>): the forwarded stream
+    carries no word of it, and the local test environment's stand-in answers for that pod. Langfuse ignores it.
+    """
     forward = portforward(api.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
     sock = forward.socket(port)
     sock.settimeout(timeout)
     try:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nX-Langfuse-Ops-Pod: {namespace}/{pod}\r\n"
+                     "Connection: close\r\n\r\n".encode())
         data = b""
         # The port-forward stream does not always pass on the server's close,
         # so stop as soon as the response is complete.

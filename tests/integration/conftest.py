@@ -41,59 +41,29 @@ def _load_exports(script):
 _load_exports("cluster.sh")
 _load_exports("services.sh")
 
-# `make integration` runs this directory twice, `--phase 1` then `--phase 2`, each on two pytest-xdist workers
-# (`-n 2 --dist loadgroup`): a group runs on one worker, its files in order. Two groups of a phase share the
-# cluster and the services at the same time, so what one does must not disturb the other:
-# - the stand-in Langfuse server answers every web pod's health with the newest Ready web pod's version,
-#   cluster-wide (tests/standins/langfuse_web.py): only phase 2's "web-versions" group moves web pods off the
-#   embedded default's version, or labels a worker pod (event propagation stuck), and its other group
-#   makes no web pod at all;
-# - the dev inventory and the CloudNativePG stand-in share the cluster-wide CNPG CRDs (the stand-in test
-#   deletes them at its end): one group, in this order;
-# - every other file has uuid-named namespaces and databases; each worker keeps its backups in a bucket of
-#   its own (BACKUP_BUCKET), since an install rewrites the bucket's whole lifecycle configuration.
-# A file missing here is an error, so no test can fall out of both phases.
-GROUPS = {
-    "test_install_dev_inventory.py": (1, "cnpg-crds"),
-    "test_restore.py": (1, "cnpg-crds"),
-    "test_standin_cnpg.py": (1, "cnpg-crds"),
-    "test_app_secret_loss.py": (1, "installs"),
-    "test_clickhouse_official.py": (1, "installs"),
-    "test_install.py": (1, "installs"),
-    "test_install_valkey.py": (1, "installs"),
-    "test_job_runner.py": (1, "installs"),
-    "test_observability.py": (1, "installs"),
-    "test_upgrade.py": (2, "web-versions"),
-    "test_upgrade_v4.py": (2, "web-versions"),
-    "test_v4_phases.py": (2, "web-versions"),
-    "test_backup_scripts.py": (2, "no-web-pods"),
-    "test_install_migration_gate.py": (2, "no-web-pods"),
-    "test_install_refuses_bad_inputs.py": (2, "no-web-pods"),
-    "test_localenv.py": (2, "no-web-pods"),
-    "test_migration_status.py": (2, "no-web-pods"),
-    "test_s3_point_in_time.py": (2, "no-web-pods"),
-    "test_standin_altinity.py": (2, "no-web-pods"),
-}
-BACKUP_BUCKET = "langfuse-backups" + (f"-{os.environ['PYTEST_XDIST_WORKER']}" if os.environ.get("PYTEST_XDIST_WORKER") else "")
+# `make integration` (tests/run-integration.sh) runs the groups of tests/integration/groups.py side by side,
+# each as a pytest process of its own (`--group NAME`); BACKUP_BUCKET keeps each group's backups apart.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from groups import GROUPS  # noqa: E402 (this directory)
+
+BACKUP_BUCKET = "langfuse-backups" + (f"-{os.environ['LOCALENV_TEST_GROUP']}" if os.environ.get("LOCALENV_TEST_GROUP") else "")
 
 
 def pytest_addoption(parser):
-    parser.addoption("--phase", type=int, choices=[1, 2], help="run only the files of this phase (conftest.GROUPS)")
+    parser.addoption("--group", choices=sorted(set(GROUPS.values())),
+                     help="run only the files of this group (tests/integration/groups.py)")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     unknown = sorted({item.path.name for item in items if item.path.name not in GROUPS})
     if unknown:
-        raise pytest.UsageError(f"tests/integration/conftest.py GROUPS has no phase and group for {', '.join(unknown)}")
-    keep, drop = [], []
-    for item in items:
-        phase, group = GROUPS[item.path.name]
-        item.add_marker(pytest.mark.xdist_group(f"phase{phase}-{group}"))
-        (keep if config.getoption("phase") in (None, phase) else drop).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+        raise pytest.UsageError(f"tests/integration/groups.py has no group for {', '.join(unknown)}")
+    wanted = config.getoption("group")
+    if wanted:
+        drop = [item for item in items if GROUPS[item.path.name] != wanted]
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = [item for item in items if GROUPS[item.path.name] == wanted]
 
 
 def run(*args, check=True, timeout=120, **kwargs):

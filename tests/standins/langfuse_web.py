@@ -6,16 +6,18 @@ of every pod here instead (see tests/localenv/kwok_config.py), and this
 server answers like Langfuse does:
 
 * GET /api/public/health -> {"status": "OK", "version": <tag>}, where <tag>
-  is the image tag of the newest Ready Langfuse web pod: the version the
-  Deployment actually rolled out, as the real endpoint would report it.
-  A forwarded connection carries no word of which pod it was meant for, so
-  tests keep one Langfuse version on the cluster at a time.
+  is the image tag of the pod asked, as the real endpoint reports its own
+  version. A forwarded connection carries no word of which pod it was meant
+  for; the collection's requests name it (X-Langfuse-Ops-Pod: <ns>/<pod>,
+  plugins/module_utils/k8s_portforward.py). A request without that header
+  gets the newest Ready Langfuse web pod's tag, cluster-wide.
 * GET /api/public/ready -> {"status": "OK"}; the worker's /api/health and
   /api/ready -> {"status": "ok"}.
 * GET /api/health?failIfEventPropagationStuck=true (v4's worker): 503 while the
   dual write's event propagation is stuck, which the tests signal with the label
-  localenv.langfuse-ops.io/event-propagation-stuck=true on a Ready worker pod;
-  200 otherwise (upstream: it passes where no dual write runs).
+  localenv.langfuse-ops.io/event-propagation-stuck=true on a Ready worker pod
+  (of the asked pod's namespace; without the header, of any); 200 otherwise
+  (upstream: it passes where no dual write runs).
 
 Usage: langfuse_web.py PORT (KUBECONFIG names the cluster)
 """
@@ -27,34 +29,50 @@ from urllib.parse import parse_qs, urlsplit
 from kubernetes import client, config
 
 
-def deployed_version():
+def asked_pod(headers):
+    """(namespace, name) the request names, or None."""
+    value = headers.get("X-Langfuse-Ops-Pod", "")
+    return tuple(value.split("/", 1)) if value.count("/") == 1 else None
+
+
+def web_version(pod):
+    return next(c.image for c in pod.spec.containers if c.name == "langfuse-web").rsplit(":", 1)[-1]
+
+
+def deployed_version(asked=None):
     api = client.CoreV1Api()
+    if asked:
+        try:
+            return web_version(api.read_namespaced_pod(asked[1], asked[0]))
+        except Exception:  # noqa: BLE001 (gone, or not a web pod: no answer, as from a pod that is not there)
+            return None
     pods = api.list_pod_for_all_namespaces(label_selector="app.kubernetes.io/name=langfuse,app=web").items
     ready = [p for p in pods if any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))]
     if not ready:
         return None
-    newest = max(ready, key=lambda p: p.metadata.creation_timestamp)
-    image = next(c.image for c in newest.spec.containers if c.name == "langfuse-web")
-    return image.rsplit(":", 1)[-1]
+    return web_version(max(ready, key=lambda p: p.metadata.creation_timestamp))
 
 
 STUCK = "localenv.langfuse-ops.io/event-propagation-stuck=true"
 
 
-def propagation_stuck():
+def propagation_stuck(asked=None):
     api = client.CoreV1Api()
-    return bool(api.list_pod_for_all_namespaces(label_selector=f"app.kubernetes.io/name=langfuse,app=worker,{STUCK}").items)
+    selector = f"app.kubernetes.io/name=langfuse,app=worker,{STUCK}"
+    if asked:
+        return bool(api.list_namespaced_pod(asked[0], label_selector=selector).items)
+    return bool(api.list_pod_for_all_namespaces(label_selector=selector).items)
 
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's naming)
         url = urlsplit(self.path)
         if url.path == "/api/health" and parse_qs(url.query).get("failIfEventPropagationStuck") == ["true"]:
-            stuck = propagation_stuck()
+            stuck = propagation_stuck(asked_pod(self.headers))
             self.reply(503 if stuck else 200, {"status": "error", "message": "Event propagation is stuck"} if stuck
                        else {"status": "ok"})
         elif self.path == "/api/public/health":
-            version = deployed_version()
+            version = deployed_version(asked_pod(self.headers))
             self.reply(200 if version else 503, {"status": "OK" if version else "NOT_READY", "version": version})
         elif self.path == "/api/public/ready":
             self.reply(200, {"status": "OK"})
