@@ -240,6 +240,17 @@ class ServiceMap:
     def target(self, port):
         return self.forwards.get(int(port))
 
+    @staticmethod
+    def langfuse_service(m, port, namespace):
+        """The URL's path, and for a Langfuse port (3000, 3030: the stand-in Langfuse server) the Service's
+        namespace as ?localenv-namespace=: the stand-in answers for that namespace's pods, as the Service would."""
+        rest = m["rest"] or ""
+        if port not in (3000, 3030) or not rest.startswith("/") or "#" in rest:
+            return rest
+        parts = m["host"].split(".")
+        ns = parts[1] if len(parts) > 1 else namespace
+        return f"{rest}{'&' if '?' in rest else '?'}localenv-namespace={ns}"
+
     def rewrite(self, env, namespace, notes):
         out = dict(env)
         for key, value in env.items():
@@ -248,7 +259,7 @@ class ServiceMap:
                 port = int(m["port"]) if m["port"] else DEFAULT_PORTS.get(m["head"].split(":")[0].lower())
                 tgt = port and self.target(port)
                 if tgt:
-                    out[key] = f"{m['head']}{tgt[0]}:{tgt[1]}{m['rest'] or ''}"
+                    out[key] = f"{m['head']}{tgt[0]}:{tgt[1]}{self.langfuse_service(m, port, namespace)}"
                     notes.append(f"{key}: {m['host']}:{port} -> {tgt[0]}:{tgt[1]}")
                 else:
                     notes.append(f"{key}: {m['host']}:{port} is a Service with no local forward; left as it is")

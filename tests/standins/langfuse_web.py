@@ -9,8 +9,10 @@ server answers like Langfuse does:
   is the image tag of the pod asked, as the real endpoint reports its own
   version. A forwarded connection carries no word of which pod it was meant
   for; the collection's requests name it (X-Langfuse-Ops-Pod: <ns>/<pod>,
-  plugins/module_utils/k8s_portforward.py). A request without that header
-  gets the newest Ready Langfuse web pod's tag, cluster-wide.
+  plugins/module_utils/k8s_portforward.py). A request through a Service
+  (a Job's curl, which the job runner points here) carries the Service's
+  namespace (?localenv-namespace=) and gets the newest Ready web pod's tag of
+  that namespace; a request with neither, the newest Ready one cluster-wide.
 * GET /api/public/ready -> {"status": "OK"}; the worker's /api/health and
   /api/ready -> {"status": "ok"}.
 * GET /api/health?failIfEventPropagationStuck=true (v4's worker): 503 while the
@@ -35,18 +37,24 @@ def asked_pod(headers):
     return tuple(value.split("/", 1)) if value.count("/") == 1 else None
 
 
+def asked_namespace(query):
+    return (parse_qs(query).get("localenv-namespace") or [None])[0]
+
+
 def web_version(pod):
     return next(c.image for c in pod.spec.containers if c.name == "langfuse-web").rsplit(":", 1)[-1]
 
 
-def deployed_version(asked=None):
+def deployed_version(asked=None, namespace=None):
     api = client.CoreV1Api()
     if asked:
         try:
             return web_version(api.read_namespaced_pod(asked[1], asked[0]))
         except Exception:  # noqa: BLE001 (gone, or not a web pod: no answer, as from a pod that is not there)
             return None
-    pods = api.list_pod_for_all_namespaces(label_selector="app.kubernetes.io/name=langfuse,app=web").items
+    selector = "app.kubernetes.io/name=langfuse,app=web"
+    pods = (api.list_namespaced_pod(namespace, label_selector=selector) if namespace
+            else api.list_pod_for_all_namespaces(label_selector=selector)).items
     ready = [p for p in pods if any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))]
     if not ready:
         return None
@@ -71,8 +79,8 @@ class Handler(BaseHTTPRequestHandler):
             stuck = propagation_stuck(asked_pod(self.headers))
             self.reply(503 if stuck else 200, {"status": "error", "message": "Event propagation is stuck"} if stuck
                        else {"status": "ok"})
-        elif self.path == "/api/public/health":
-            version = deployed_version(asked_pod(self.headers))
+        elif url.path == "/api/public/health":
+            version = deployed_version(asked_pod(self.headers), asked_namespace(url.query))
             self.reply(200 if version else 503, {"status": "OK" if version else "NOT_READY", "version": version})
         elif self.path == "/api/public/ready":
             self.reply(200, {"status": "OK"})

@@ -103,11 +103,17 @@ def test_service_names_go_where_kwok_forwards_their_ports():
                         "S3_ENDPOINT": "http://127.0.0.1:15000",
                         "PGHOST": "langfuse-postgresql", "PGPORT": "5432",
                         "OTHER": "plain"}, "ns", notes)
-    assert env == {"LANGFUSE_HEALTH_URL": "http://127.0.0.1:13000/api/public/health",
+    # The stand-in Langfuse server learns the Service's namespace, as the Service would pick that namespace's pods.
+    assert env == {"LANGFUSE_HEALTH_URL": "http://127.0.0.1:13000/api/public/health?localenv-namespace=ns",
                    "CLICKHOUSE_URL": "http://clickhouse.ns.svc.cluster.local:8123",  # no forward for 8123 here: left
                    "S3_ENDPOINT": "http://127.0.0.1:15000",
                    "PGHOST": "127.0.0.1", "PGPORT": "15432", "OTHER": "plain"}
     assert any("no local forward" in n and "CLICKHOUSE_URL" in n for n in notes)
+    # A Service of the pod's namespace by its short name, a query already there.
+    assert smap.rewrite({"U": "http://langfuse-web:3000/api/public/health?x=1"}, "ns", [])["U"] == "http://langfuse-web:3000/api/public/health?x=1"
+    services.add(("langfuse-web", "other"))
+    assert (smap.rewrite({"U": "http://langfuse-web:3000/api/public/health?x=1"}, "other", [])["U"]
+            == "http://127.0.0.1:13000/api/public/health?x=1&localenv-namespace=other")
 
 
 def test_the_aws_cli_venv_stays_visible_under_a_volume_mounted_above_it(tmp_path):
