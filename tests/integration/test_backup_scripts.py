@@ -81,7 +81,10 @@ def database(services):
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def script_env(services, bucket_name, database="", **extra):
+def script_env(services, bucket_name, database="", namespace=None, **extra):
+    """The backup scripts' env against the local services; with `namespace`, the health URL asks for that
+    namespace's Langfuse, as a Job's call through the web Service does (the job runner adds the same)."""
+    health = f"http://127.0.0.1:{services.get('LOCALENV_STANDIN_WEB_PORT', '13000')}/api/public/health"
     env = dict(os.environ)
     env.update({
         "PATH": f"{PG_BIN}:{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
@@ -91,7 +94,7 @@ def script_env(services, bucket_name, database="", **extra):
         "S3_FORCE_PATH_STYLE": "true", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": services["LOCALENV_S3_ACCESS_KEY_ID"],
         "AWS_SECRET_ACCESS_KEY": services["LOCALENV_S3_SECRET_ACCESS_KEY"],
-        "LANGFUSE_HEALTH_URL": f"http://127.0.0.1:{services.get('LOCALENV_STANDIN_WEB_PORT', '13000')}/api/public/health",
+        "LANGFUSE_HEALTH_URL": health + (f"?localenv-namespace={namespace}" if namespace else ""),
     })
     env.update({k: str(v) for k, v in extra.items()})
     return env

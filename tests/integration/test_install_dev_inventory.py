@@ -209,9 +209,7 @@ def test_restore_recovers_a_new_cluster_to_the_clickhouse_backup_and_switches_la
     namespace = dev_install[0]
     # A completed plugin Backup exists (the backup playbook's test); the ClickHouse backup starts after it.
     time.sleep(1.1)
-    env = script_env(services, BACKUP_BUCKET, S3_PREFIX=namespace)
-    # As from a pod of the namespace, through its web Service: the version that namespace runs (the job runner does so).
-    env["LANGFUSE_HEALTH_URL"] += f"?localenv-namespace={namespace}"
+    env = script_env(services, BACKUP_BUCKET, namespace=namespace, S3_PREFIX=namespace)
     # A real BACKUP on the local ClickHouse 26 (chDB): the dev install's own ClickHouse is the Altinity stand-in's.
     backup = sh("backup-clickhouse.sh", "incremental", env=env | {
         "CLICKHOUSE_URL": f"http://127.0.0.1:{services['LOCALENV_CHDB_HTTP_PORT']}", "CLICKHOUSE_USER": "default",
