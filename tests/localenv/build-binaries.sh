@@ -2,7 +2,7 @@
 # Builds, once per version, the binaries of the local test cluster from their
 # official Go modules and caches them under $LOCALENV_CACHE:
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
-#   kwok, kwokctl, helm, promtool.
+#   kwok, kwokctl, helm, promtool, and Argo Rollouts' rollouts-controller with its CRDs.
 # A binary already in the cache is not rebuilt, so a warm run takes seconds.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -124,9 +124,26 @@ build_promtool() {
   install_dir "$dir" "$tmp"
 }
 
+# Argo Rollouts replaces k8s.io modules in its go.mod, which `go install pkg@version` refuses: build
+# inside a copy of the module instead. Its CRDs come from the same module (manifests/crds).
+build_argo_rollouts() {
+  local dir; dir=$(argo_rollouts_dir)
+  cached "$dir" rollouts-controller && [ -f "$dir/crds/rollout-crd.yaml" ] \
+    && { log "argo-rollouts $LOCALENV_ARGO_ROLLOUTS_VERSION: cached"; return; }
+  log "argo-rollouts $LOCALENV_ARGO_ROLLOUTS_VERSION: building rollouts-controller (~3 min cold on 2 cores)"
+  local src tmp mod="$SCRATCH/argo-rollouts-$LOCALENV_ARGO_ROLLOUTS_VERSION"
+  tmp=$(mktemp -d "$LOCALENV_CACHE/tmp.XXXX")
+  src=$(GOFLAGS='' go mod download -json "github.com/argoproj/argo-rollouts@$LOCALENV_ARGO_ROLLOUTS_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$src" ] || die "could not download github.com/argoproj/argo-rollouts@$LOCALENV_ARGO_ROLLOUTS_VERSION from the Go module proxy"
+  rm -rf "$mod"; cp -r "$src" "$mod"; chmod -R u+w "$mod"
+  (cd "$mod" && go build -trimpath -ldflags "-s -w" -o "$tmp/rollouts-controller" ./cmd/rollouts-controller)
+  mkdir -p "$tmp/crds"; cp "$mod"/manifests/crds/*-crd.yaml "$tmp/crds/"
+  install_dir "$dir" "$tmp"
+}
+
 main() {
   local start=$SECONDS targets=("$@")
-  [ ${#targets[@]} -gt 0 ] || targets=(etcd kwok helm promtool kubernetes)
+  [ ${#targets[@]} -gt 0 ] || targets=(etcd kwok helm promtool argo_rollouts kubernetes)
   mkdir -p "$LOCALENV_CACHE"
   if ! cached "$(k8s_bin_dir)" kubectl || ! cached "$(etcd_bin_dir)" etcd; then check_proxy; fi
   for t in "${targets[@]}"; do "build_$t"; done

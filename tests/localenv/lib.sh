@@ -32,3 +32,4 @@ k8s_bin_dir()  { echo "$LOCALENV_CACHE/kubernetes/$LOCALENV_KUBERNETES_VERSION";
 etcd_bin_dir() { echo "$LOCALENV_CACHE/etcd/$LOCALENV_ETCD_VERSION"; }
 kwok_bin_dir() { echo "$LOCALENV_CACHE/kwok/$LOCALENV_KWOK_VERSION"; }
 helm_bin_dir() { echo "$LOCALENV_CACHE/helm/$LOCALENV_HELM_VERSION"; }
+argo_rollouts_dir() { echo "$LOCALENV_CACHE/argo-rollouts/$LOCALENV_ARGO_ROLLOUTS_VERSION"; }
