@@ -32,6 +32,11 @@ def core_api(kubeconfig=None, context=None):
     return client.CoreV1Api(api_client)
 
 
+def custom_objects_api(kubeconfig=None, context=None):
+    api_client = config.new_client_from_config(config_file=kubeconfig, context=context or None)
+    return client.CustomObjectsApi(api_client)
+
+
 def ready_pods(api, namespace, selector):
     """Names of the Running pods matching selector whose Ready condition is True, newest first."""
     pods = api.list_namespaced_pod(namespace, label_selector=selector).items

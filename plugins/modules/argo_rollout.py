@@ -99,15 +99,11 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-try:
-    from kubernetes import client, config
-    HAS_KUBERNETES = True
-    KUBERNETES_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - reported by the module
-    HAS_KUBERNETES = False
-    KUBERNETES_IMPORT_ERROR = exc
+from ansible_collections.langfuse_ops.platform.plugins.module_utils import k8s_portforward as k8s
 
-GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "rollouts"
+GROUP = "argoproj.io"
+VERSION = "v1alpha1"
+PLURAL = "rollouts"
 POLL_SECONDS = 2
 
 
@@ -158,10 +154,10 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(KUBERNETES_IMPORT_ERROR))
+    if not k8s.HAS_KUBERNETES:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=str(k8s.KUBERNETES_IMPORT_ERROR))
     p = module.params
-    api = client.CustomObjectsApi(config.new_client_from_config(config_file=p["kubeconfig"], context=p["context"] or None))
+    api = k8s.custom_objects_api(p["kubeconfig"], p["context"])
     where = f"Rollout {p['namespace']}/{p['name']}"
 
     def read():

@@ -1,20 +1,20 @@
 """How argo_rollout reads a Rollout's status: the statuses here are what Argo Rollouts v1.9.1's controller
 wrote on the local control plane (workloadRef Deployment, canary steps setWeight then pause), trimmed to the
 fields the module reads. tests/integration/test_argo_rollouts.py drives the module against that controller."""
-import json
 import sys
 from pathlib import Path
 
 import pytest
-from ansible.module_utils import basic
-from ansible.module_utils.common.text.converters import to_bytes
+
+from module_runner import run_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / ".build" / "collections"))
 from ansible_collections.langfuse_ops.platform.plugins.modules import argo_rollout  # noqa: E402
 
 HEALTHY = {"phase": "Healthy", "stableRS": "84b4798f8f", "currentPodHash": "84b4798f8f", "availableReplicas": 3,
            "updatedReplicas": 3, "currentStepIndex": 2, "workloadObservedGeneration": "1"}
-# After `kubectl set image` on the Deployment: one canary pod, two stable, paused at step 1.
+# After `kubectl set image` on the Deployment: one canary pod, paused at step 1 (that Rollout had Argo's default
+# maxSurge, so two stable pods; the role's maxSurge 1 keeps all three).
 PAUSED = {"phase": "Paused", "message": "CanaryPauseStep", "stableRS": "84b4798f8f", "currentPodHash": "78ddfd75f8",
           "availableReplicas": 3, "updatedReplicas": 1, "currentStepIndex": 1, "workloadObservedGeneration": "2",
           "pauseConditions": [{"reason": "CanaryPauseStep", "startTime": "2026-12-01T20:07:29Z"}]}
@@ -78,17 +78,12 @@ class Controller:
 
 
 def run(monkeypatch, capsys, controller, check_mode=False, **args):
-    monkeypatch.setattr(argo_rollout.config, "new_client_from_config", lambda **kw: None)
-    monkeypatch.setattr(argo_rollout.client, "CustomObjectsApi", lambda api_client: controller)
+    monkeypatch.setattr(argo_rollout.k8s, "custom_objects_api", lambda *a: controller)
     monkeypatch.setattr(argo_rollout.time, "sleep", lambda s: None)
     clock = iter(range(0, 10_000))
     monkeypatch.setattr(argo_rollout.time, "monotonic", lambda: next(clock))  # one "second" a reading
     params = {"namespace": "it", "name": "langfuse-web", "timeout": 20, "_ansible_check_mode": check_mode, **args}
-    monkeypatch.setattr(basic, "_ANSIBLE_ARGS", to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": params})))
-    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy", raising=False)
-    with pytest.raises(SystemExit):
-        argo_rollout.main()
-    return json.loads(capsys.readouterr().out)
+    return run_module(monkeypatch, capsys, argo_rollout.main, params)
 
 
 def test_settled_waits_past_the_old_healthy_status_for_the_pause(monkeypatch, capsys):

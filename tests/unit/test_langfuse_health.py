@@ -7,8 +7,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from ansible.module_utils import basic
-from ansible.module_utils.common.text.converters import to_bytes
+
+from module_runner import run_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / ".build" / "collections"))
 from ansible_collections.langfuse_ops.platform.plugins.modules import langfuse_health  # noqa: E402
@@ -53,11 +53,7 @@ def run(monkeypatch, capsys, script, **args):
     monkeypatch.setattr(langfuse_health.time, "monotonic", lambda: next(clock))  # one "second" a reading
     params = {"namespace": "it", "selector": "langfuse-ops.io/canary=true", "expected_version": "3.226.0",
               "retries": 3, "delay": 1, **args}
-    monkeypatch.setattr(basic, "_ANSIBLE_ARGS", to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": params})))
-    monkeypatch.setattr(basic, "_ANSIBLE_PROFILE", "legacy", raising=False)
-    with pytest.raises(SystemExit):
-        langfuse_health.main()
-    return json.loads(capsys.readouterr().out)
+    return run_module(monkeypatch, capsys, langfuse_health.main, params)
 
 
 def test_a_healthy_canary_passes_every_call_of_the_window(monkeypatch, capsys):
