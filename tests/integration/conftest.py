@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -82,6 +84,31 @@ def playbook(name, variables, *args, inventory="local"):
     variables = {"backup_cron_bucket": BACKUP_BUCKET, **variables}
     return run("ansible-playbook", "-i", f"inventories/{inventory}", f"playbooks/{name}.yml", "-e", json.dumps(variables),
                *args, check=False, cwd=REPO, timeout=1200)
+
+
+class Watch:
+    """Calls `sample()` every 0.3 s on a thread of its own while its `with` block runs (a playbook, mostly),
+    for what the cluster went through on the way and not only where it ended."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self.stop.is_set():
+            self.sample()
+            time.sleep(0.3)
+
+    def sample(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
 
 
 @contextlib.contextmanager

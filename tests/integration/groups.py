@@ -26,6 +26,7 @@ GROUPS = {
     "test_s3_point_in_time.py": "upgrades",
     "test_standin_altinity.py": "upgrades",
     "test_app_secret_loss.py": "installs",
+    "test_argo_rollouts.py": "installs",
     "test_clickhouse_official.py": "installs",
     "test_install.py": "installs",
     "test_install_dev_inventory.py": "installs",

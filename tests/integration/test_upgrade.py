@@ -9,13 +9,11 @@ availability are read from the cluster's own timestamps and status.
 """
 import json
 import re
-import threading
-import time
 import uuid
 
 import pytest
 
-from conftest import ch, installed_release, kubectl, playbook, run
+from conftest import Watch, ch, installed_release, kubectl, playbook, run
 from test_install import recap
 
 
@@ -37,38 +35,29 @@ def history(namespace):
     return json.loads(run("helm", "history", "langfuse", "-n", namespace, "-o", "json").stdout)
 
 
-class WebAvailability:
+class WebAvailability(Watch):
     """Samples, while a playbook runs, the web Deployment's available replicas, the canary Deployment and
     the canary pods the web Service's EndpointSlices list."""
 
     def __init__(self, namespace):
-        self.namespace, self.samples, self.stop = namespace, [], threading.Event()
+        super().__init__()
+        self.namespace, self.samples = namespace, []
         self.canary, self.canary_endpoints = {}, set()
-        self.thread = threading.Thread(target=self.run, daemon=True)
 
-    def run(self):
-        while not self.stop.is_set():
-            proc = kubectl("-n", self.namespace, "get", "deployments,endpointslices", "-o", "json", check=False)
-            if proc.returncode == 0:
-                items = json.loads(proc.stdout)["items"]
-                named = {(i["kind"], i["metadata"]["name"]): i for i in items}
-                if ("Deployment", "langfuse-web") in named:
-                    self.samples.append(named[("Deployment", "langfuse-web")]["status"].get("availableReplicas", 0))
-                if ("Deployment", "langfuse-web-canary") in named:
-                    self.canary = named[("Deployment", "langfuse-web-canary")]
-                for item in items:
-                    if item["kind"] == "EndpointSlice" and item["metadata"].get("labels", {}).get("kubernetes.io/service-name") == "langfuse-web":
-                        self.canary_endpoints |= {e["targetRef"]["name"] for e in item.get("endpoints") or []
-                                                  if "web-canary" in e.get("targetRef", {}).get("name", "")}
-            time.sleep(0.3)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
+    def sample(self):
+        proc = kubectl("-n", self.namespace, "get", "deployments,endpointslices", "-o", "json", check=False)
+        if proc.returncode != 0:
+            return
+        items = json.loads(proc.stdout)["items"]
+        named = {(i["kind"], i["metadata"]["name"]): i for i in items}
+        if ("Deployment", "langfuse-web") in named:
+            self.samples.append(named[("Deployment", "langfuse-web")]["status"].get("availableReplicas", 0))
+        if ("Deployment", "langfuse-web-canary") in named:
+            self.canary = named[("Deployment", "langfuse-web-canary")]
+        for item in items:
+            if item["kind"] == "EndpointSlice" and item["metadata"].get("labels", {}).get("kubernetes.io/service-name") == "langfuse-web":
+                self.canary_endpoints |= {e["targetRef"]["name"] for e in item.get("endpoints") or []
+                                          if "web-canary" in e.get("targetRef", {}).get("name", "")}
 
 
 @pytest.fixture(scope="module")

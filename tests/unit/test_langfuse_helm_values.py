@@ -100,6 +100,19 @@ def test_v3_values_carry_no_v4_env_and_keep_the_1_5_keys(tmp_path):
     assert rendered["langfuse"]["web"]["image"]["repository"] == "langfuse/langfuse"
 
 
+@pytest.mark.parametrize("line", ["v3", "v4"])
+def test_an_argo_rollout_web_holds_the_chart_deployment_at_zero(tmp_path, line):
+    rendered = values(tmp_path, langfuse_helm_web_workload="argo_rollout",
+                      **({**V4, "langfuse_helm_v4_migration": {"phase": ""}} if line == "v4" else {}))
+    # The chart writes `web.replicas | default langfuse.replicas`, and sprig's default takes 0 for unset.
+    assert rendered["langfuse"]["replicas"] == 0 and rendered["langfuse"]["web"]["replicas"] == 0
+    assert rendered["langfuse"]["web"]["hpa"]["enabled"] is False
+    assert rendered["langfuse"]["worker"]["replicas"] == 3  # the role's default: the worker keeps its own
+    deployment = values(tmp_path)
+    assert "replicas" not in deployment["langfuse"] and deployment["langfuse"]["web"]["replicas"] == 3
+    assert deployment["langfuse"]["web"]["hpa"]["enabled"] is True
+
+
 HPA = {"enabled": True, "min_replicas": 3, "max_replicas": 6, "target_cpu_percent": 70}
 VALIDATE = """
 - hosts: localhost

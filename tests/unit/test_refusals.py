@@ -317,6 +317,10 @@ CASES = {
                                       ["langfuse_helm_worker.resources.requests.cpu is 'two'", "a Kubernetes quantity"]),
     "pdb-max-unavailable-zero": ({"langfuse_helm_pdb_max_unavailable": 0},
                                  ["langfuse_helm_pdb_max_unavailable is 0", "never lets a web or worker pod be evicted", "Use 1"]),
+    "argo-rollout-without-its-crds": ({"langfuse_helm_web_workload": "argo_rollout"},
+                                      ["These CRDs are missing: rollouts.argoproj.io", "Argo Rollouts for langfuse_helm_web_workload argo_rollout"]),
+    "argo-rollout-misspelt": ({"langfuse_helm_web_workload": "argo"},
+                              ["value of langfuse_helm_web_workload must be one of: deployment, argo_rollout, got: argo"]),
 }
 
 
