@@ -9,6 +9,9 @@ be downloaded here) and runs the collection's real playbooks with it against the
 
   v3 line:  install v3 -> re-run (changed=0) -> upgrade v3 -> phases infra and dual (v3 -> v4) -> re-runs
   v4 line:  install v4 -> re-run (changed=0) -> upgrade v4 -> re-run (changed=0)   (per v4 chart ref)
+  Argo:     the v3 line's install and phases infra and dual with the web as an Argo Rollout
+            (langfuse_helm_web_workload: argo_rollout), Argo Rollouts' own controller watching the namespace,
+            then the Rollout's state
 
 then audits every Helm revision those runs created (tests/upstream/release_audit.py: no literal
 secret, CLICKHOUSE_CLUSTER_ENABLED as the inventory says, pinned images, no web pod-template change
@@ -36,10 +39,12 @@ from pathlib import Path
 
 import yaml
 
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO / "tests" / "localenv"))
+import argo_rollouts  # noqa: E402  pylint: disable=wrong-import-position
 import release_audit  # noqa: E402  pylint: disable=wrong-import-position
 
-REPO = Path(__file__).resolve().parents[2]
 INVENTORIES = ["local", "dev", "staging", "prod"]
 V4_DATA_SERVICES = {"clickhouse_operator_server_version": "25.12"}
 
@@ -122,6 +127,27 @@ def audit_rows(title, namespace):
                      "ok" if not row["problems"] and row["status"] in ("deployed", "superseded") else "FAIL",
                      f"{row['status']}; web {row['web']}; worker {row['worker']}", "; ".join(row["problems"])))
     return rows
+
+
+def argo_rows(title, namespace, version):
+    """The web Rollout after the Argo scenario: the chart's Deployment at 0, the Rollout Healthy on `version`."""
+    def get(*args):
+        proc = sh("kubectl", "-n", namespace, "get", *args, "-o", "json", check=False)
+        return json.loads(proc.stdout) if proc.returncode == 0 else {}
+    deployment, rollout = get("deployment", "langfuse-web"), get("rollout", "langfuse-web")
+    pods = [p for p in get("pods", "-l", "app=web").get("items", []) if not p["metadata"].get("deletionTimestamp")]
+    status = rollout.get("status", {})
+    tags = sorted(p["spec"]["containers"][0]["image"].rsplit(":", 1)[1] for p in pods)
+    problems = []
+    if deployment.get("spec", {}).get("replicas") != 0:
+        problems.append(f"web Deployment at {deployment.get('spec', {}).get('replicas')} replicas, not 0")
+    if status.get("phase") != "Healthy" or status.get("stableRS") != status.get("currentPodHash"):
+        problems.append(f"Rollout {status.get('phase')} ({status.get('message', '')})")
+    if tags != [version] * rollout.get("spec", {}).get("replicas", -1):
+        problems.append(f"web pods {tags}")
+    return [(title, "web Rollout", "FAIL" if problems else "ok",
+             f"{status.get('phase')}; {len(pods)} pods on {', '.join(sorted(set(tags)))}; Deployment replicas "
+             f"{deployment.get('spec', {}).get('replicas')}", "; ".join(problems))]
 
 
 def render_inventories(charts):
@@ -210,6 +236,24 @@ def main():
                 ("re-run install", "install", {**v4_vars, "langfuse_helm_app_version": args.v4_upgrade_to}, True),
             ], log)
             rows += audit_rows(title, ns)
+        # The same phased jump with the web as an Argo Rollout: the chart step, the worker and the web each
+        # move the Rollout through its gated canary (or, with an unchanged web template, leave it Healthy).
+        ns = f"uc-argo-{uuid.uuid4().hex[:5]}"
+        namespaces.append(ns)
+        argo = {"langfuse_helm_web_workload": "argo_rollout", "langfuse_helm_canary_observe_seconds": 5}
+        v4_vars = chart_vars(first_v4[1], first_v4[2], "v4", first_v4[3])
+        title = f"{args.v3_ref} -> {first_v4[0]}, web as an Argo Rollout"
+        with argo_rollouts.controller(ns, Path(args.log).with_suffix(".argo-rollouts.log")):
+            rows += run_line(title, ns, [
+                (f"install {v3[2]}", "install", {**v3_vars, **argo}, False),
+                ("re-run install", "install", {**v3_vars, **argo}, True),
+                ("phase infra", "upgrade", {**v4_vars, **argo, "upgrade_phase": "infra", "upgrade_v4_disk_factor": 0}, False),
+                (f"phase dual -> {first_v4[3]}", "upgrade", {**v4_vars, **argo, "upgrade_phase": "dual"}, False),
+                ("re-run upgrade", "upgrade", {**v4_vars, **argo}, True),
+                ("re-run install", "install", {**v4_vars, **argo}, True),
+            ], log)
+            rows += argo_rows(title, ns, first_v4[3])
+        rows += audit_rows(title, ns)
         rows += render_inventories([(v3[0], v3[1], "v3", v3[2])] + [(ref[1], ref[2], "v4", ref[3]) for ref in v4s])
     if not args.keep:
         for ns in namespaces:
