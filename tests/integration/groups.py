@@ -1,7 +1,7 @@
 """Which integration test files run side by side on the one local cluster, and why.
 
-tests/run-integration.sh runs the groups at the same time, each as a pytest process of its own with its
-files in order (a file's name decides its place). What one group does must not disturb the others:
+tests/run-integration.sh runs the two groups at the same time, each as a pytest process of its own with its
+files in order (a file's name decides its place). What one group does must not disturb the other:
 - the dev inventory and the CloudNativePG stand-in share the cluster-wide CNPG CRDs and the Barman Cloud
   plugin's Service in cnpg-system (the stand-in test deletes the CRDs at its end): one group, dev first;
 - the stand-in Langfuse server answers each health call for the pod it names (X-Langfuse-Ops-Pod), so web
@@ -9,9 +9,7 @@ files in order (a file's name decides its place). What one group does must not d
 - every file has uuid-named namespaces and databases; each group keeps its backups in a bucket of its own
   (conftest.BACKUP_BUCKET), since an install rewrites the bucket's whole lifecycle configuration.
 The split balances the groups' time: "upgrades" holds the upgrades and the tests that make no release,
-"installs" the installs, "restores" the restore drill and the Argo Rollout web (Argo's controller runs for that
-file's namespace only). The tests mostly wait on rollouts and Jobs, so a third process shortens the stage on two
-cores. A test file missing here fails the collection, so none is left out.
+"installs" the installs and restores. A test file missing here fails the collection, so none is left out.
 
 `python tests/integration/groups.py` prints the group names.
 """
@@ -28,14 +26,14 @@ GROUPS = {
     "test_s3_point_in_time.py": "upgrades",
     "test_standin_altinity.py": "upgrades",
     "test_app_secret_loss.py": "installs",
-    "test_argo_rollouts.py": "restores",
+    "test_argo_rollouts.py": "installs",
     "test_clickhouse_official.py": "installs",
     "test_install.py": "installs",
     "test_install_dev_inventory.py": "installs",
     "test_install_valkey.py": "installs",
     "test_job_runner.py": "installs",
     "test_observability.py": "installs",
-    "test_restore.py": "restores",
+    "test_restore.py": "installs",
     "test_standin_cnpg.py": "installs",
 }
 
