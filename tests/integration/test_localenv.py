@@ -14,6 +14,7 @@ import psycopg
 import pytest
 import requests
 
+import crds  # tests/localenv, on the path through conftest
 from conftest import LOCALENV, REPO, kubectl, run
 
 SMOKE_CHART = REPO / "tests" / "integration" / "charts" / "smoke"
@@ -146,6 +147,27 @@ def test_helm_install_waits_and_upgrade_changes_the_release(namespace):
     assert history[-1]["status"] == "deployed"
     deploy = json.loads(kubectl("-n", namespace, "get", "deployment", "smoke-smoke", "-o", "json").stdout)
     assert deploy["status"]["availableReplicas"] == 3
+
+
+def test_a_crd_applied_a_moment_ago_is_waited_for_until_established(cluster):
+    # `kubectl wait --for=condition=Established` straight after the apply fails at once while the CRD has no
+    # status yet; that made CI red on the Argo Rollouts CRDs. crds.wait_established must ride it out.
+    group = f"it{uuid.uuid4().hex[:6]}.localenv.langfuse-ops.io"
+    name = f"widgets.{group}"
+    manifest = json.dumps({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": name},
+        "spec": {"group": group, "scope": "Namespaced", "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                 "versions": [{"name": "v1", "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": {"type": "object"}}}]}})
+    try:
+        run("kubectl", "apply", "-f", "-", input=manifest)
+        crds.wait_established([name])
+        conditions = json.loads(kubectl("get", "crd", name, "-o", "json").stdout)["status"]["conditions"]
+        assert {"type": "Established", "status": "True"}.items() <= next(c for c in conditions if c["type"] == "Established").items()
+        with pytest.raises(TimeoutError, match=f"not Established after 1s: nothing.{group}"):
+            crds.wait_established([name, f"nothing.{group}"], timeout=1)
+    finally:
+        kubectl("delete", "crd", name, "--ignore-not-found", "--wait=false", check=False)
 
 
 def test_postgres_is_15_and_accepts_password_logins(services):

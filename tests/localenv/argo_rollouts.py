@@ -12,6 +12,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+import crds
+
 LOCALENV = Path(__file__).resolve().parent
 
 
@@ -34,8 +36,7 @@ def controller(namespace, log, kubectl="kubectl"):
     if not binary.exists():
         raise FileNotFoundError(f"{binary} is missing: run tests/localenv/build-binaries.sh argo_rollouts (make localenv-up does)")
     subprocess.run([kubectl, "apply", "--server-side", "-f", str(where / "crds")], check=True, capture_output=True)
-    subprocess.run([kubectl, "wait", "--for=condition=Established", "crd/rollouts.argoproj.io", "--timeout=60s"],
-                   check=True, capture_output=True)
+    crds.wait_established(["rollouts.argoproj.io"], kubectl)
     subprocess.run([kubectl, "create", "namespace", namespace], check=False, capture_output=True)
     with open(log, "w") as out:
         proc = subprocess.Popen(  # noqa: S603 (the binary build-binaries.sh built)

@@ -81,7 +81,13 @@ apply_crds() {
   local dir="$LOCALENV_DIR/manifests/crds"
   compgen -G "$dir/*.yaml" >/dev/null || return 0
   kctl apply -f "$dir" >/dev/null
-  kctl wait --for=condition=Established -f "$dir" --timeout=60s >/dev/null
+  # kubectl wait fails at once ("<nil> is of the type <nil>") until the API server has written a new CRD's
+  # first status, so it is retried until the deadline.
+  local deadline=$((SECONDS + 60))
+  until kctl wait --for=condition=Established -f "$dir" --timeout=10s >/dev/null 2>"$LOCALENV_STATE/crd-wait.err"; do
+    [ "$SECONDS" -lt "$deadline" ] || die "the CRDs under $dir are not Established after 60s: $(cat "$LOCALENV_STATE/crd-wait.err")"
+    sleep 1
+  done
 }
 
 # The job runner (job_runner.py): runs the containers of the backup/restore Job pods in namespaces

@@ -33,6 +33,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "localenv"))
+import crds as localenv_crds  # noqa: E402  pylint: disable=wrong-import-position
 OURS = REPO / "tests" / "localenv" / "manifests" / "crds"
 CRDS = {"KeeperCluster": "keeperclusters", "ClickHouseCluster": "clickhouseclusters"}
 TEMPLATES = {"KeeperCluster": "official_keeper.yml.j2", "ClickHouseCluster": "official_cluster.yml.j2"}
@@ -146,7 +148,7 @@ def main():
         try:
             for path in crds.values():
                 sh("kubectl", "apply", "--server-side", "--force-conflicts", "--field-manager=upstream-check", "-f", str(path))
-            sh("kubectl", "wait", "--for=condition=Established", *[f"crd/{p}.clickhouse.com" for p in CRDS.values()])
+            localenv_crds.wait_established([f"{p}.clickhouse.com" for p in CRDS.values()])
             sh("kubectl", "create", "namespace", namespace)
             for case, objects in rendered.items():
                 for kind in ("KeeperCluster", "ClickHouseCluster"):
