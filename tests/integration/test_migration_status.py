@@ -6,8 +6,10 @@ golang-migrate's schema_migrations (one dirty row, then one clean row, per
 version, as `migrate up` writes them). The module runs through `ansible`, as
 a playbook would run it.
 """
+import http.server
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -157,11 +159,59 @@ def ch(services):
     db.query(f"DROP DATABASE IF EXISTS {db.name}")
 
 
-def later(seconds, action):
-    """Runs action in the background after `seconds` (a migration that finishes while the module waits)."""
-    thread = threading.Thread(target=lambda: (time.sleep(seconds), action()), daemon=True)
+def once(condition, action, timeout=60):
+    """Runs action in the background as soon as condition() holds (or after `timeout`, for the test to fail
+    on): a migration that finishes while the module waits, at a point of the module's polling and not of the
+    clock, since under load the module may take seconds just to start."""
+    def watch():
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        action()
+    thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread
+
+
+def module_sessions(pg):
+    """condition(): whether the module has opened two sessions (polled twice) in pg's database."""
+    seen = set()
+
+    def polled_twice():
+        with pg.connect() as conn:
+            seen.update(conn.execute("SELECT pid, backend_start FROM pg_stat_activity WHERE datname = %s AND "
+                                     "application_name = 'langfuse_ops.migration_status'", [pg.name]).fetchall())
+        return len(seen) >= 2
+    return polled_twice
+
+
+class CountingProxy(http.server.ThreadingHTTPServer):
+    """Forwards HTTP requests to the local ClickHouse and counts the reads of schema_migrations' rows."""
+
+    def __init__(self, upstream):
+        self.upstream, self.reads = upstream, 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if re.search(rb"FROM\s+\S*schema_migrations", body + self.path.encode()):
+                    self.server.reads += 1
+                answer = requests.request(self.command, self.server.upstream + self.path.lstrip("/"), data=body, timeout=30,
+                                          headers={k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")})
+                self.send_response(answer.status_code)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
 # --- tests -------------------------------------------------------------------
@@ -283,7 +333,7 @@ def test_wait_returns_once_the_migration_finished(pg, prisma_lock):
             conn.execute("UPDATE _prisma_migrations SET finished_at = now(), applied_steps_count = 1 WHERE migration_name = %s", [NEXT])
         prisma_lock.execute("SELECT pg_advisory_unlock(%s)", [PRISMA_LOCK])
 
-    later(3, finish)
+    once(module_sessions(pg), finish)
     result = migration_status({"postgres": pg.args(), "wait": True, "wait_timeout": 60, "wait_interval": 1,
                                "expect_postgres_migration": NEXT})
     assert not result.get("failed"), result
@@ -310,9 +360,13 @@ def test_wait_for_a_dirty_version_to_clear(ch):
     ch.migrations_table()
     ch.up(37)
     ch.set_version(38, True)
-    later(3, lambda: ch.set_version(38, False))
-    result = migration_status({"clickhouse": ch.args(), "wait": True, "wait_timeout": 60, "wait_interval": 1,
-                               "min_clickhouse_version": 38})
+    proxy = CountingProxy(ch.url)
+    try:
+        once(lambda: proxy.reads >= 2, lambda: ch.set_version(38, False))
+        result = migration_status({"clickhouse": ch.args(port=proxy.server_address[1]), "wait": True, "wait_timeout": 60,
+                                   "wait_interval": 1, "min_clickhouse_version": 38})
+    finally:
+        proxy.shutdown()
     assert not result.get("failed"), result
     assert (result["clickhouse"]["version"], result["clickhouse"]["dirty"], result["settled"]) == (38, False, True)
     assert result["waited"] >= 2
