@@ -10,9 +10,9 @@ short_description: Wait for an Argo Rollout's canary, then promote or abort it
 description:
   - Drives one Argo Rollouts C(Rollout) (argoproj.io/v1alpha1) with a canary strategy through the states a gated
     update needs, the way C(kubectl argo rollouts) does.
-  - O(state=settled) waits until the controller has seen the pod template of O(workload_generation) (the
-    C(workloadRef) Deployment's generation), then until the Rollout is either Healthy on that template or paused at a
-    canary step with its canary pods available. It fails at once when the Rollout is Degraded (for example a progress
+  - O(state=settled) waits until the controller has seen the pod template of O(workload_generation) (by default
+    the current generation of the Deployment the Rollout's C(spec.workloadRef) names), then until the Rollout is either
+    Healthy on that template or paused at a canary step with its canary pods available. It fails at once when the Rollout is Degraded (for example a progress
     deadline passed) and, after O(timeout) seconds, with the Rollout's phase and message.
   - O(state=promoted) clears the pause conditions (status subresource, as C(kubectl argo rollouts promote)) and waits
     until the new template is the stable one and Healthy.
@@ -35,7 +35,10 @@ options:
     choices: [settled, promoted, aborted]
     default: settled
   workload_generation:
-    description: With O(state=settled), wait until C(status.workloadObservedGeneration) reaches this.
+    description:
+      - With O(state=settled), wait until C(status.workloadObservedGeneration) reaches this.
+      - Defaults to the C(metadata.generation) the C(spec.workloadRef) Deployment has when the module starts; a
+        Rollout without a C(workloadRef) has no such generation to wait for.
     type: int
   timeout:
     description: Seconds to wait.
@@ -61,7 +64,6 @@ EXAMPLES = r"""
   langfuse_ops.platform.argo_rollout:
     namespace: langfuse
     name: langfuse-web
-    workload_generation: 7
     timeout: 300
   register: canary
 
@@ -160,8 +162,19 @@ def main():
     api = k8s.custom_objects_api(p["kubeconfig"], p["context"])
     where = f"Rollout {p['namespace']}/{p['name']}"
 
+    def get():
+        return api.get_namespaced_custom_object(GROUP, VERSION, p["namespace"], PLURAL, p["name"])
+
     def read():
-        return summary(api.get_namespaced_custom_object(GROUP, VERSION, p["namespace"], PLURAL, p["name"]))
+        return summary(get())
+
+    def referenced_generation():
+        ref = (get().get("spec") or {}).get("workloadRef") or {}
+        if ref.get("kind") != "Deployment" or not ref.get("name"):
+            return None
+        # apps/v1 is served under /apis like any group, so the custom objects client reads the Deployment too.
+        deployment = api.get_namespaced_custom_object("apps", "v1", p["namespace"], "deployments", ref["name"])
+        return int(deployment["metadata"]["generation"])
 
     def patch_status(body):
         api.patch_namespaced_custom_object_status(GROUP, VERSION, p["namespace"], PLURAL, p["name"], body)
@@ -183,8 +196,9 @@ def main():
             time.sleep(POLL_SECONDS)
 
     if p["state"] == "settled":
-        state = wait(lambda s: settled(s, p["workload_generation"]) is not None, "settle (Healthy, or paused at its canary step)")
-        if settled(state, p["workload_generation"]) == "degraded":
+        generation = p["workload_generation"] if p["workload_generation"] is not None else referenced_generation()
+        state = wait(lambda s: settled(s, generation) is not None, "settle (Healthy, or paused at its canary step)")
+        if settled(state, generation) == "degraded":
             module.fail_json(msg=f"{where} is {'aborted' if state['aborted'] else 'Degraded'}: {state['message'] or 'no message'}",
                              **public(state))
         module.exit_json(changed=False, **public(state))

@@ -60,17 +60,24 @@ def test_a_pause_on_the_stable_template_is_no_canary():
 PROMOTED = {**HEALTHY, "stableRS": "78ddfd75f8", "currentPodHash": "78ddfd75f8", "workloadObservedGeneration": "2"}
 
 
+WORKLOAD_REF = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "langfuse-web", "scaleDown": "never"}
+
+
 class Controller:
     """Plays the controller: each read returns the next recorded status (the last one repeats); a status
-    patch is recorded and moves the script to `after_patch`."""
+    patch is recorded and moves the script to `after_patch`. The Rollout refers to the Deployment
+    langfuse-web at `generation`, or to no workload when that is None."""
 
-    def __init__(self, statuses, after_patch=None):
-        self.statuses, self.after_patch, self.patches = list(statuses), after_patch, []
+    def __init__(self, statuses, after_patch=None, generation=2):
+        self.statuses, self.after_patch, self.patches, self.generation = list(statuses), after_patch, [], generation
 
     def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        if (group, version, plural) == ("apps", "v1", "deployments"):
+            assert (namespace, name) == ("it", "langfuse-web")
+            return {"metadata": {"name": name, "generation": self.generation}}
         assert (group, version, plural, namespace, name) == ("argoproj.io", "v1alpha1", "rollouts", "it", "langfuse-web")
         status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
-        return {"status": status}
+        return {"spec": {"workloadRef": WORKLOAD_REF} if self.generation is not None else {}, "status": status}
 
     def patch_namespaced_custom_object_status(self, group, version, namespace, plural, name, body):
         self.patches.append(body)
@@ -87,24 +94,40 @@ def run(monkeypatch, capsys, controller, check_mode=False, **args):
 
 
 def test_settled_waits_past_the_old_healthy_status_for_the_pause(monkeypatch, capsys):
-    result = run(monkeypatch, capsys, Controller([HEALTHY, HEALTHY, PROGRESSING, PAUSED]), workload_generation=2)
+    # The Deployment is at generation 2 (the release changed its template): HEALTHY of generation 1 is not it.
+    result = run(monkeypatch, capsys, Controller([HEALTHY, HEALTHY, PROGRESSING, PAUSED]))
     assert not result.get("failed"), result
     assert result["paused"] and result["canary_hash"] == "78ddfd75f8" and not result["changed"]
 
 
+def test_settled_takes_an_unchanged_template_as_healthy(monkeypatch, capsys):
+    result = run(monkeypatch, capsys, Controller([HEALTHY], generation=1))
+    assert not result.get("failed") and result["phase"] == "Healthy" and not result["paused"], result
+
+
+def test_an_explicit_generation_overrides_the_deployments(monkeypatch, capsys):
+    result = run(monkeypatch, capsys, Controller([HEALTHY], generation=1), workload_generation=2)
+    assert result["failed"] and "did not settle" in result["msg"]
+
+
+def test_a_rollout_without_a_workload_ref_settles_on_its_own_status(monkeypatch, capsys):
+    result = run(monkeypatch, capsys, Controller([PROGRESSING, HEALTHY], generation=None))
+    assert not result.get("failed") and result["phase"] == "Healthy", result
+
+
 def test_a_canary_that_never_pauses_fails_with_the_rollouts_state(monkeypatch, capsys):
-    result = run(monkeypatch, capsys, Controller([PROGRESSING]), workload_generation=2)
+    result = run(monkeypatch, capsys, Controller([PROGRESSING]))
     assert result["failed"] and "did not settle (Healthy, or paused at its canary step) within 20 s: phase Progressing" in result["msg"]
     assert "1 pods of the newest template, 3 available" in result["msg"]
 
 
 def test_an_aborted_rollout_fails_settled(monkeypatch, capsys):
-    result = run(monkeypatch, capsys, Controller([ABORTED]), workload_generation=2)
+    result = run(monkeypatch, capsys, Controller([ABORTED]))
     assert result["failed"] and "is aborted: RolloutAborted" in result["msg"]
 
 
 def test_no_controller_is_named_as_the_cause(monkeypatch, capsys):
-    result = run(monkeypatch, capsys, Controller([{}]), workload_generation=1)
+    result = run(monkeypatch, capsys, Controller([{}]))
     assert result["failed"] and "no Argo Rollouts controller reconciles it" in result["msg"] and "namespace it" in result["msg"]
 
 
