@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import argo_rollouts  # tests/localenv, on the path through conftest
-from conftest import Watch, installed_release, kubectl, migrated_databases, playbook, run
+from conftest import Watch, installed_release, kubectl, migrated_databases, playbook, restore_job_running, run
 from test_install import recap
 
 ARGO = {"langfuse_helm_web_workload": "argo_rollout", "langfuse_helm_canary_observe_seconds": 5}
@@ -52,10 +52,9 @@ class RolloutWatch(Watch):
         self.namespace, self.samples = namespace, []
 
     def sample(self):
-        proc = kubectl("-n", self.namespace, "get", "rollouts,pods,deployments,jobs", "-o", "json", check=False)
-        if proc.returncode != 0:
+        items = self.items("rollouts", "pods", "deployments", "jobs")
+        if items is None:
             return
-        items = json.loads(proc.stdout)["items"]
         ro = next((i for i in items if i["kind"] == "Rollout"), None)
         pods = [p for p in items if p["kind"] == "Pod" and p["metadata"].get("labels", {}).get("app") == "web"
                 and not p["metadata"].get("deletionTimestamp")]
@@ -65,8 +64,7 @@ class RolloutWatch(Watch):
             "pods": sorted((tag(p), any(c["type"] == "Ready" and c["status"] == "True"
                                         for c in p.get("status", {}).get("conditions", []))) for p in pods),
             "deployments": sorted(i["metadata"]["name"] for i in items if i["kind"] == "Deployment"),
-            "restoring": any(i["kind"] == "Job" and i["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "restore"
-                             and not i.get("status", {}).get("succeeded") for i in items),
+            "restoring": restore_job_running(items),
         })
 
 

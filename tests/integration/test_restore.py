@@ -13,7 +13,6 @@ stand-in server's), ClickHouse ON CLUSTER and Replicated tables (chDB has no Kee
 import base64
 import json
 import time
-import threading
 import uuid
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pyrage
 import pytest
 from pyrage import x25519
 
-from conftest import BACKUP_BUCKET, ch, installed_release, kubectl, migrated_databases, pg, playbook, run
+from conftest import BACKUP_BUCKET, Watch, ch, installed_release, kubectl, migrated_databases, pg, playbook, restore_job_running, run
 from test_install import recap
 
 APP_KEYS = ("salt", "encryption-key", "nextauth-secret")
@@ -159,6 +158,25 @@ def app_secrets(namespace):
     return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
 
+class Workloads(Watch):
+    """The Deployments' replicas, the web and worker pods, and whether a restore Job runs, sampled."""
+
+    def __init__(self, namespace):
+        super().__init__()
+        self.namespace, self.samples = namespace, []
+
+    def sample(self):
+        items = self.items("deployments", "pods", "jobs")
+        if items is None:
+            return
+        self.samples.append({
+            "replicas": {i["metadata"]["name"]: i["spec"]["replicas"] for i in items if i["kind"] == "Deployment"},
+            "app_pods": sorted(i["metadata"]["name"] for i in items
+                               if i["kind"] == "Pod" and i["metadata"].get("labels", {}).get("app") in ("web", "worker")),
+            "restoring": restore_job_running(items),
+        })
+
+
 def restore(installed, *args, **variables):
     return playbook("restore", {"langfuse_namespace": installed["namespace"], **installed["variables"], **variables}, *args)
 
@@ -213,23 +231,9 @@ def test_confirmed_restore_scales_down_restores_and_scales_back(installed, servi
     assert {k for k in damaged if damaged[k] != installed["figures"][k]} == {
         "postgres drill_traces", "postgres drill_scores", "clickhouse traces", "clickhouse observations", "clickhouse trace_counts"}
     before = replicas(namespace)
-    samples, stop = [], threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            proc = kubectl("-n", namespace, "get", "deployments", "-o", "json", check=False)
-            if proc.returncode == 0:
-                samples.append({d["metadata"]["name"]: d["spec"]["replicas"] for d in json.loads(proc.stdout)["items"]})
-            time.sleep(0.3)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     started = time.monotonic()
-    try:
+    with Workloads(namespace) as watch:
         proc = restore(installed, restore_confirm=namespace)
-    finally:
-        stop.set()
-        sampler.join()
     restore_seconds = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout[-4000:]
     restored = figures(services, database)
@@ -238,8 +242,10 @@ def test_confirmed_restore_scales_down_restores_and_scales_back(installed, servi
     for name, (rows, checksum) in installed["figures"].items():
         print(f"  {name}: {rows} rows, checksum {checksum} before the backup; after damage {damaged[name][0]} rows;"
               f" restored {restored[name][0]} rows, checksum {restored[name][1]}")
-    # Both down to zero together while the restore Jobs ran, then back to what they were.
-    assert any(s.get("langfuse-web") == 0 and s.get("langfuse-worker") == 0 for s in samples)
+    # Both down to zero, no web or worker pod left while a restore Job ran, then back to what they were.
+    restoring = [s for s in watch.samples if s["restoring"]]
+    assert restoring, "no restore Job was seen running"
+    assert all(s["replicas"] == {"langfuse-web": 0, "langfuse-worker": 0} and s["app_pods"] == [] for s in restoring), restoring
     assert replicas(namespace) == before
     jobs = {j["metadata"]["labels"]["app.kubernetes.io/instance"].split("-")[2]: j for j in restore_jobs(namespace)}
     assert sorted(jobs) == ["clickhouse", "postgres"]

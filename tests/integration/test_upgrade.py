@@ -45,10 +45,9 @@ class WebAvailability(Watch):
         self.canary, self.canary_endpoints = {}, set()
 
     def sample(self):
-        proc = kubectl("-n", self.namespace, "get", "deployments,endpointslices", "-o", "json", check=False)
-        if proc.returncode != 0:
+        items = self.items("deployments", "endpointslices")
+        if items is None:
             return
-        items = json.loads(proc.stdout)["items"]
         named = {(i["kind"], i["metadata"]["name"]): i for i in items}
         if ("Deployment", "langfuse-web") in named:
             self.samples.append(named[("Deployment", "langfuse-web")]["status"].get("availableReplicas", 0))
