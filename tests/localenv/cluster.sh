@@ -80,14 +80,9 @@ start_standins() {
 apply_crds() {
   local dir="$LOCALENV_DIR/manifests/crds"
   compgen -G "$dir/*.yaml" >/dev/null || return 0
-  kctl apply -f "$dir" >/dev/null
-  # kubectl wait fails at once ("<nil> is of the type <nil>") until the API server has written a new CRD's
-  # first status, so it is retried until the deadline.
-  local deadline=$((SECONDS + 60))
-  until kctl wait --for=condition=Established -f "$dir" --timeout=10s >/dev/null 2>"$LOCALENV_STATE/crd-wait.err"; do
-    [ "$SECONDS" -lt "$deadline" ] || die "the CRDs under $dir are not Established after 60s: $(cat "$LOCALENV_STATE/crd-wait.err")"
-    sleep 1
-  done
+  local names; names=$(kctl apply -f "$dir" -o name | sed 's|.*/||')
+  # shellcheck disable=SC2086 # one CRD name a word
+  KUBECONFIG="$KUBECONFIG_PATH" PATH="$(dirname "$KUBECTL"):$PATH" "$LOCALENV_PYTHON" "$LOCALENV_DIR/crds.py" $names
 }
 
 # The job runner (job_runner.py): runs the containers of the backup/restore Job pods in namespaces

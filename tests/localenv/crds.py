@@ -3,9 +3,12 @@
 `kubectl wait --for=condition=Established` right after `kubectl apply` fails at once, with
 ".status.conditions accessor error: <nil> is of the type <nil>", while the API server has not yet written the
 CRD's first status (kubectl 1.3x; seen in CI on the Argo Rollouts CRDs). So the status is polled instead.
+
+`python crds.py NAME...` waits for those CRDs (cluster.sh, for the stand-in CRDs it applies).
 """
 import json
 import subprocess
+import sys
 import time
 
 
@@ -27,3 +30,10 @@ def wait_established(names, kubectl="kubectl", timeout=60):
         if time.monotonic() > deadline:
             raise TimeoutError(f"CRDs not Established after {timeout}s: {', '.join(pending)} ({out.stderr.strip() or 'no error'})")
         time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    try:
+        wait_established(sys.argv[1:])
+    except TimeoutError as exc:
+        raise SystemExit(f"[localenv] ERROR: {exc}") from None
