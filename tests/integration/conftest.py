@@ -87,6 +87,48 @@ def playbook(name, variables, *args, inventory="local"):
                *args, check=False, cwd=REPO, timeout=1200)
 
 
+class BackgroundPlaybook:
+    """ansible-playbook started and left running (a process group of its own, output to a file), to be
+    waited for, or killed the way a maintenance window kills runs: the whole group (Ctrl-C, a closed
+    terminal) or the controller process alone (`kill <pid>`)."""
+
+    def __init__(self, name, variables, *args, inventory="local", log_dir):
+        variables = {"backup_cron_bucket": BACKUP_BUCKET, **variables}
+        self.log = Path(log_dir) / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self._out = open(self.log, "w")  # noqa: SIM115 (closed in wait)
+        self.proc = subprocess.Popen(["ansible-playbook", "-i", f"inventories/{inventory}", f"playbooks/{name}.yml",
+                                      "-e", json.dumps(variables), *args], cwd=REPO, stdout=self._out,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    @property
+    def stdout(self):
+        return self.log.read_text()
+
+    def wait(self, timeout=1200):
+        rc = self.proc.wait(timeout=timeout)
+        self._out.close()
+        return rc
+
+    def kill(self, group=True):
+        if group:
+            os.killpg(self.proc.pid, 9)
+        else:
+            os.kill(self.proc.pid, 9)
+        self.proc.wait(timeout=30)
+        self._out.close()
+
+
+def wait_for(what, condition, timeout=600, interval=0.3):
+    """Polls `condition()` until it returns something true; fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 # What Watch.items lists, by the name kubectl gets it by: the API path prefix and the kind.
 WATCHED = {"pods": ("api/v1", "Pod"), "deployments": ("apis/apps/v1", "Deployment"), "jobs": ("apis/batch/v1", "Job"),
            "endpointslices": ("apis/discovery.k8s.io/v1", "EndpointSlice"), "rollouts": ("apis/argoproj.io/v1alpha1", "Rollout")}

@@ -21,7 +21,8 @@ import pyrage
 import pytest
 from pyrage import x25519
 
-from conftest import BACKUP_BUCKET, Watch, ch, installed_release, kubectl, migrated_databases, pg, playbook, restore_job_running, run
+from conftest import (BACKUP_BUCKET, BackgroundPlaybook, Watch, ch, installed_release, kubectl, migrated_databases, pg, playbook,
+                      restore_job_running, run, wait_for)
 from test_install import recap
 
 APP_KEYS = ("salt", "encryption-key", "nextauth-secret")
@@ -264,6 +265,53 @@ def test_confirmed_restore_scales_down_restores_and_scales_back(installed, servi
     text = " ".join(proc.stdout.split())
     assert "migrations: Postgres at 20260709124500_add_billing_exhausted_evaluator_block_reason, ClickHouse at 36, as the backups recorded" in text
     assert "Health: OK, version 3.224.1" in text
+
+
+def record_step(namespace):
+    proc = kubectl("-n", namespace, "get", "configmap", "langfuse-restore", "-o", "json", check=False)
+    return json.loads(proc.stdout)["data"].get("step") if proc.returncode == 0 else None
+
+
+def test_a_restore_killed_after_its_scale_down_is_finished_by_its_rerun(installed, services, tmp_path):
+    """Killed (its whole process group, as a closed terminal does) while a restore Job runs, with web and worker at 0:
+    install.yml refuses beside it, and the re-run resumes it with the same backups and brings web and worker back
+    to the replicas they had, not to the 0 it finds."""
+    namespace, database = installed["namespace"], installed["database"]
+    damage(services, database)
+    before = replicas(namespace)
+    assert min(before.values()) > 0
+    killed = BackgroundPlaybook("restore", {"langfuse_namespace": namespace, **installed["variables"], "restore_confirm": namespace},
+                                log_dir=tmp_path)
+    try:
+        wait_for("the restore's Postgres step", lambda: record_step(namespace) in ("postgres", "clickhouse"), timeout=600)
+    finally:
+        killed.kill()
+    assert set(replicas(namespace).values()) == {0}
+    record = configmap(namespace, "langfuse-restore")
+    assert record["state"] == "started" and (record["postgres_id"], record["clickhouse_id"]) == (installed["postgres"], installed["clickhouse"])
+    assert {w["label"]: w["replicas"] for w in json.loads(record["workloads"])} == {f"deployment {k}": v for k, v in before.items()}
+    suspended = json.loads(kubectl("-n", namespace, "get", "cronjobs", "-o", "json").stdout)["items"]
+    assert suspended and all(c["spec"].get("suspend") for c in suspended)
+
+    blocked = playbook("install", {"langfuse_namespace": namespace, **installed["variables"]})
+    assert blocked.returncode != 0
+    said = " ".join(blocked.stdout.split())
+    assert f"A restore into {namespace} is unfinished: started {record['started']}, from Postgres backup {installed['postgres']}" in said
+    assert f"install.yml changed nothing. Finish the restore first: ansible-playbook playbooks/restore.yml -e restore_confirm={namespace}" in said
+
+    stale = restore(installed, restore_confirm=namespace)
+    assert stale.returncode != 0 and f"-e langfuse_take_over_lock={namespace}" in " ".join(stale.stdout.split())
+    resumed = restore(installed, restore_confirm=namespace, langfuse_take_over_lock=namespace)
+    assert resumed.returncode == 0, resumed.stdout[-4000:]
+    said = " ".join(resumed.stdout.split())
+    assert f"RESUMING the restore started {record['started']}" in said
+    assert replicas(namespace) == before
+    assert figures(services, database) == installed["figures"]
+    assert configmap(namespace, "langfuse-restore")["state"] == "done"
+    deployments = json.loads(kubectl("-n", namespace, "get", "deployments", "-o", "json").stdout)["items"]
+    assert not [d for d in deployments if "langfuse-ops.io/restore-replicas" in d["metadata"].get("annotations", {})]
+    cronjobs = json.loads(kubectl("-n", namespace, "get", "cronjobs", "-o", "json").stdout)["items"]
+    assert not [c["metadata"]["name"] for c in cronjobs if c["spec"].get("suspend")]
 
 
 def test_a_job_from_each_backup_cronjob_completes(installed):

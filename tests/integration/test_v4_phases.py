@@ -112,7 +112,8 @@ def test_dual_moves_to_v4_writing_both_table_sets(walk):
         assert variables["LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL"] == "false"
     recorded = state(namespace)
     assert (recorded["phase"], recorded["v3_revision"], recorded["v3_version"]) == ("dual", "1", "3.224.1")
-    assert [h["phase"] for h in json.loads(recorded["history"])] == ["infra", "dual"]
+    assert [(h["phase"], h["state"]) for h in json.loads(recorded["history"])] == [
+        ("infra", "done"), ("dual", "started"), ("dual", "done")]
     rows = audit(revisions(namespace), secrets_of(namespace), cluster_enabled=False)
     assert [r for r in rows if r["problems"]] == [] and [r["moved"] for r in rows] == ["install", "no image", "worker", "web"]
 
@@ -128,6 +129,28 @@ def test_no_run_cuts_over_silently(walk):
     early = upgrade("cutover", upgrade_confirm_cutover=namespace)
     assert early.returncode != 0 and "the historic backfill has not run" in text(early)
     assert env(namespace, "web")[1]["LANGFUSE_MIGRATION_V4_WRITE_MODE"] == "dual" and state(namespace)["phase"] == "dual"
+
+
+def test_a_lost_record_is_refused_with_both_facts_then_repaired_from_the_release(walk):
+    namespace = walk[0]
+    kubectl("-n", namespace, "delete", "configmap", "langfuse-v4-migration")
+    count = len(revisions(namespace))
+    refused = playbook("install", {"langfuse_namespace": namespace, **V4, **walk_databases(walk)})
+    assert refused.returncode != 0
+    said = text(refused)
+    assert ("no phase recorded (ConfigMap missing or empty), but the release runs Langfuse web 4.4.0 / worker 4.4.0 in write "
+            "mode dual") in said, refused.stdout[-3000:]
+    assert f"This run changed nothing. If the release is right, rewrite the record from it (phase dual) with: ansible-playbook playbooks/install.yml -e langfuse_helm_v4_record_repair={namespace}" in said
+    assert len(revisions(namespace)) == count and state(namespace) is None
+    assert env(namespace, "web")[1]["LANGFUSE_MIGRATION_V4_WRITE_MODE"] == "dual"
+    repaired = playbook("install", {"langfuse_namespace": namespace, **V4, **walk_databases(walk),
+                                    "langfuse_helm_v4_record_repair": namespace})
+    assert repaired.returncode == 0, repaired.stdout[-4000:]
+    recorded = state(namespace)
+    assert (recorded["phase"], recorded["state"], recorded["v3_revision"]) == ("dual", "done", "1")
+    assert json.loads(recorded["history"])[-1]["repaired_from"] == "nothing"
+    assert env(namespace, "web")[1]["LANGFUSE_MIGRATION_V4_WRITE_MODE"] == "dual"
+    assert len(revisions(namespace)) == count
 
 
 def test_rollback_from_dual_returns_to_v3(walk):

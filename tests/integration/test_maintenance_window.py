@@ -1,0 +1,130 @@
+"""When a maintenance window goes wrong, on the local control plane: a second run beside the first, and a run
+killed while helm changes the release (issue 18).
+
+One install walked through it: an upgrade whose worker step hangs (its pods never become Ready, a test hook of
+the local cluster) holds the namespace's lock; a second upgrade started beside it is refused, naming it; then
+the first run's controller process alone is killed, as `kill <pid>` does, leaving helm's child behind. The
+lock's renewer must stop that helm and mark the lock as ended; the re-runs then name each way out in turn
+(take over the stale lock, recover the pending release) and the last one finishes the upgrade.
+Langfuse's own pods do not run here (KWOK plays the nodes); what runs for real is the API server, Helm's
+release storage and the helm and ansible-playbook processes.
+"""
+import json
+import uuid
+
+import pytest
+
+from conftest import BackgroundPlaybook, installed_release, kubectl, playbook, run, wait_for
+from test_install import recap
+from test_upgrade_v4 import changed_tasks
+
+QUICK = {"upgrade_skip_backup": True, "upgrade_observe_seconds": 5, "upgrade_canary_observe_seconds": 5,
+         "langfuse_helm_app_version": "3.225.4"}
+NEVER_READY_WORKER = {"langfuse": {"worker": {"pod": {"labels": {"localenv.langfuse-ops.io/never-ready": "true"}}}}}
+
+
+@pytest.fixture(scope="module")
+def installed(cluster, services):
+    namespace = f"it-mw-{uuid.uuid4().hex[:6]}"
+    with installed_release(namespace):
+        yield namespace
+
+
+def lease(namespace):
+    proc = kubectl("-n", namespace, "get", "lease", "langfuse-ops-lock", "-o", "json", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def history(namespace):
+    return json.loads(run("helm", "history", "langfuse", "-n", namespace, "-o", "json").stdout)
+
+
+def helm_processes(namespace):
+    """helm processes working on this namespace's release, from /proc (any parent)."""
+    found = []
+    for line in run("ps", "-eo", "pid=,args=").stdout.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if "helm" in args.split(" ")[0] and namespace in args:
+            found.append((int(pid), args))
+    return found
+
+
+def text(output):
+    return " ".join(output.split())
+
+
+def test_a_second_run_is_refused_and_a_killed_run_stops_its_helm(installed, tmp_path):
+    namespace = installed
+    first = BackgroundPlaybook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_values": NEVER_READY_WORKER},
+                               log_dir=tmp_path)
+    try:
+        held = wait_for("the first run's lock", lambda: lease(namespace), timeout=300)
+        assert held["metadata"]["annotations"]["langfuse-ops.io/playbook"] == "upgrade.yml"
+        second = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK})
+        wait_for("the worker step's helm upgrade, pending", lambda: [
+            r for r in history(namespace) if r["status"] == "pending-upgrade"], timeout=600)
+        assert helm_processes(namespace), "no helm process for the release while it is pending"
+    except BaseException:
+        first.kill()
+        raise
+    # Refused at once, naming the holder, and nothing of the second run's own reached the release.
+    assert second.returncode != 0
+    assert f"Another run holds namespace {namespace}: upgrade.yml run by" in text(second.stdout), second.stdout[-3000:]
+    assert "changed nothing" in text(second.stdout)
+    assert "Upgrade complete" not in json.dumps(history(namespace)[-1])
+
+    first.kill(group=False)  # the controller alone: its helm child would go on by itself
+    ended = wait_for("the renewer to mark the lock ended", lambda: (lease(namespace) or {}).get("metadata", {})
+                     .get("annotations", {}).get("langfuse-ops.io/holder-ended"), timeout=60)
+    assert ended
+    assert "helm" in lease(namespace)["metadata"]["annotations"]["langfuse-ops.io/stopped-processes"]
+    assert helm_processes(namespace) == []
+    assert history(namespace)[-1]["status"] == "pending-upgrade"
+
+    # The way out, one message at a time.
+    stale = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK})
+    assert stale.returncode != 0
+    assert f"The lock on namespace {namespace} is stale" in text(stale.stdout), stale.stdout[-3000:]
+    assert "its controller process ended at" in text(stale.stdout) and f"-e langfuse_take_over_lock={namespace}" in text(stale.stdout)
+
+    pending = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_take_over_lock": namespace})
+    assert pending.returncode != 0
+    said = text(pending.stdout)
+    assert f"Took over the stale lock on {namespace}" in said, pending.stdout[-3000:]
+    assert f"Helm release langfuse in {namespace} is pending-upgrade at revision" in said
+    assert "The last deployed revision is 1" in said and f"-e langfuse_helm_recover_pending={namespace}" in said
+    assert lease(namespace) is None  # the refusing run gave the lock back
+    assert history(namespace)[-1]["status"] == "pending-upgrade"
+
+    done = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_take_over_lock": namespace,
+                                "langfuse_helm_recover_pending": namespace})
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert "Health: OK, version 3.225.4" in done.stdout
+    statuses = [r["status"] for r in history(namespace)]
+    assert "pending-upgrade" not in statuses and statuses[-1] == "deployed"
+    assert any(r["description"].startswith("Rollback to 1") for r in history(namespace))
+    assert lease(namespace) is None
+    cronjobs = json.loads(kubectl("-n", namespace, "get", "cronjobs", "-o", "json").stdout)["items"]
+    assert cronjobs and not [c["metadata"]["name"] for c in cronjobs if c["spec"].get("suspend")]
+
+    again = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK})
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert recap(again.stdout)["changed"] == 0, changed_tasks(again.stdout)
+
+
+def test_a_stale_lock_is_not_taken_over_by_a_check_mode_run(installed):
+    namespace = installed
+    kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "langfuse-ops-lock", "namespace": namespace,
+                     "annotations": {"langfuse-ops.io/playbook": "restore.yml", "langfuse-ops.io/phase": "start"}},
+        "spec": {"holderIdentity": "someone@elsewhere/1/dead", "leaseDurationSeconds": 30,
+                 "acquireTime": "2026-01-01T00:00:00.000000Z", "renewTime": "2026-01-01T00:00:00.000000Z"}}))
+    try:
+        checked = playbook("install", {"langfuse_namespace": namespace, "langfuse_take_over_lock": namespace}, "--check")
+        assert checked.returncode == 0, checked.stdout[-3000:]
+        assert lease(namespace)["spec"]["holderIdentity"] == "someone@elsewhere/1/dead"
+        refused = playbook("install", {"langfuse_namespace": namespace}, "--check")
+        assert refused.returncode != 0 and "is stale: restore.yml run by someone@elsewhere/1/dead" in text(refused.stdout)
+    finally:
+        kubectl("-n", namespace, "delete", "lease", "langfuse-ops-lock", check=False)

@@ -1,0 +1,114 @@
+"""The namespace lock's judgement, on Leases as the API server returns them, and its process bookkeeping on
+real processes of this machine."""
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / ".build" / "collections"))
+from ansible_collections.langfuse_ops.platform.plugins.module_utils import namespace_lock as lock  # noqa: E402
+
+NOW = datetime.datetime(2026, 12, 3, 12, 0, 0, tzinfo=datetime.timezone.utc)
+
+
+def lease(holder="alice@ops/4242/abcd", renewed_ago=5, duration=30, ended=None, playbook="upgrade.yml", phase="worker"):
+    renewed = lock.format_time(NOW - datetime.timedelta(seconds=renewed_ago))
+    notes = {lock.PLAYBOOK: playbook, lock.PHASE: phase, lock.CONTROLLER: "alice@ops (ansible-playbook pid 4242)",
+             lock.SUSPENDED: json.dumps(["langfuse-backup-postgres"])}
+    if ended:
+        notes[lock.ENDED] = ended
+        notes[lock.STOPPED] = "helm"
+    return {"metadata": {"name": lock.LEASE_NAME, "resourceVersion": "17", "annotations": notes},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": duration,
+                     "acquireTime": "2026-12-03T11:58:00.000000Z", "renewTime": renewed}}
+
+
+def test_no_lease_is_created():
+    assert lock.judge(None, NOW, "me", "langfuse") == {"action": "create"}
+
+
+def test_a_fresh_lease_of_another_run_refuses_naming_it():
+    verdict = lock.judge(lease(), NOW, "me", "langfuse")
+    assert verdict["action"] == "refuse"
+    for part in ("upgrade.yml", "alice@ops (ansible-playbook pid 4242)", "2026-12-03T11:58:00", "'worker'", "5 s ago",
+                 "changed nothing"):
+        assert part in verdict["message"]
+
+
+def test_a_fresh_lease_is_not_taken_over_even_when_asked():
+    assert lock.judge(lease(), NOW, "me", "langfuse", take_over="langfuse")["action"] == "refuse"
+
+
+def test_a_lease_past_its_duration_is_stale_and_needs_the_take_over():
+    verdict = lock.judge(lease(renewed_ago=31), NOW, "me", "langfuse")
+    assert verdict["action"] == "refuse"
+    assert "-e langfuse_take_over_lock=langfuse" in verdict["message"] and "stale" in verdict["message"]
+    assert lock.judge(lease(renewed_ago=29), NOW, "me", "langfuse")["message"].startswith("Another run holds")
+
+
+def test_the_take_over_must_name_this_namespace():
+    assert lock.judge(lease(renewed_ago=60), NOW, "me", "langfuse", take_over="other")["action"] == "refuse"
+    verdict = lock.judge(lease(renewed_ago=60), NOW, "me", "langfuse", take_over="langfuse")
+    assert verdict == {"action": "take_over", "previous": "alice@ops/4242/abcd"}
+
+
+def test_a_lease_whose_controller_ended_is_stale_at_once_and_says_so():
+    stale = lease(renewed_ago=1, ended="2026-12-03T11:59:59.000000Z")
+    verdict = lock.judge(stale, NOW, "me", "langfuse")
+    assert verdict["action"] == "refuse"
+    assert "controller process ended at 2026-12-03T11:59:59" in verdict["message"] and "(helm)" in verdict["message"]
+
+
+def test_our_own_lease_is_kept_and_a_released_one_acquired():
+    assert lock.judge(lease(holder="me"), NOW, "me", "langfuse") == {"action": "keep"}
+    assert lock.judge(lease(holder=""), NOW, "me", "langfuse") == {"action": "acquire"}
+
+
+def test_lease_body_keeps_the_resource_version_for_a_guarded_replace():
+    body = lock.lease_body("langfuse", "me", NOW, 30, "restore.yml", "start", "me@host", suspended=["b", "a"],
+                           transitions=2, previous=lease())
+    assert body["metadata"]["resourceVersion"] == "17"
+    assert body["spec"]["renewTime"] == "2026-12-03T12:00:00.000000Z"
+    assert lock.suspended_by(body) == ["a", "b"]
+
+
+def test_times_the_api_server_writes_are_read():
+    assert lock.parse_time("2026-12-03T12:00:00.123456Z") == NOW.replace(microsecond=123456)
+    assert lock.parse_time("2026-12-03T12:00:00Z") == NOW
+    assert lock.parse_time("2026-12-03T12:00:00.1Z") == NOW.replace(microsecond=100000)
+    assert lock.parse_time("") is None
+
+
+def test_descendants_and_stop_processes_on_a_real_process_tree():
+    # A shell with a sleeping child: both are found below this process, and both stopped.
+    shell = subprocess.Popen(["bash", "-c", "sleep 60 & wait"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            found = lock.descendants(os.getpid())
+            if any(comm == "sleep" for _start, comm in found.values()):
+                break
+            time.sleep(0.05)
+        assert shell.pid in found and any(comm == "sleep" for _start, comm in found.values())
+        tree = {pid: entry for pid, entry in found.items() if pid == shell.pid or entry[1] == "sleep"}
+        stopped = lock.stop_processes(tree, grace=5)
+        assert set(stopped) == {"bash", "sleep"}
+        shell.wait(timeout=10)
+        assert all(lock.process_start(pid) != start for pid, (start, _c) in tree.items())
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+
+
+def test_a_pid_reused_by_another_process_is_not_stopped():
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        start = lock.process_start(sleeper.pid)
+        assert lock.stop_processes({sleeper.pid: (start + 1, "sleep")}, grace=0.5) == []
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()

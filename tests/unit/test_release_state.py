@@ -1,0 +1,123 @@
+"""The deployed release as Helm records it: a pending state a killed run left, and the v3 -> v4 write mode its
+manifest runs against the recorded phase."""
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / ".build" / "collections"))
+from ansible_collections.langfuse_ops.platform.plugins.filter.release_state import (  # noqa: E402
+    helm_pending, v4_deployed_phase, v4_record_problem)
+
+
+def rev(n, status, chart="langfuse-2.0.0", app="4.4.0", description="Upgrade complete"):
+    return {"revision": n, "status": status, "chart": chart, "app_version": app, "description": description}
+
+
+def test_no_history_is_no_release():
+    assert helm_pending([]) == {"pending": False, "state": "none", "revision": 0, "deployed": 0}
+
+
+def test_a_killed_upgrade_goes_back_to_the_deployed_revision():
+    state = helm_pending([rev(1, "superseded", "langfuse-1.5.41", "3.224.1"), rev(2, "deployed", "langfuse-1.5.41", "3.224.1"),
+                          rev(3, "pending-upgrade", description="Preparing upgrade")])
+    assert state["pending"] and state["state"] == "pending-upgrade" and state["revision"] == 3
+    assert state["deployed"] == 2 and state["deployed_chart"] == "langfuse-1.5.41"
+    assert state["v3_revision"] == 2
+
+
+def test_a_killed_first_install_has_nothing_to_go_back_to():
+    state = helm_pending([rev(1, "pending-install", description="Initial install underway")])
+    assert state["pending"] and state["deployed"] == 0
+
+
+def test_deployed_and_failed_are_not_pending():
+    assert not helm_pending([rev(1, "superseded"), rev(2, "deployed")])["pending"]
+    assert not helm_pending([rev(1, "deployed"), rev(2, "failed")])["pending"]
+
+
+def test_history_order_does_not_matter():
+    assert helm_pending([rev(3, "pending-rollback"), rev(1, "superseded"), rev(2, "deployed")])["deployed"] == 2
+
+
+def manifest(web="4.4.0", worker="4.4.0", worker_env=None, web_env=None, fullname="langfuse"):
+    def deployment(component, tag, env):
+        return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": f"{fullname}-{component}"},
+                "spec": {"template": {"spec": {"containers": [{"name": f"langfuse-{component}",
+                                                                "image": f"docker.langfuse.com/langfuse/langfuse:{tag}",
+                                                                "env": [{"name": k, "value": v} for k, v in (env or {}).items()]}]}}}}
+    docs = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"{fullname}-web"}},
+            deployment("web", web, web_env), deployment("worker", worker, worker_env)]
+    return yaml.safe_dump_all(docs)
+
+
+DUAL = {"LANGFUSE_MIGRATION_V4_WRITE_MODE": "dual", "LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL": "false"}
+BACKFILL = {"LANGFUSE_MIGRATION_V4_WRITE_MODE": "dual", "LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL": "true"}
+
+
+@pytest.mark.parametrize("text, phase", [
+    (manifest("3.225.4", "3.225.4"), "v3"),
+    (manifest(worker_env=DUAL, web_env=DUAL), "dual"),
+    (manifest(worker_env=BACKFILL, web_env=BACKFILL), "backfill"),
+    (manifest(), "events_only"),
+    (manifest("3.225.4", "4.4.0", worker_env=DUAL), "dual"),  # a dual phase stopped after the worker step
+    (manifest(worker_env={"LANGFUSE_MIGRATION_V4_WRITE_MODE": "legacy"}), "legacy"),
+])
+def test_the_write_state_the_manifest_runs(text, phase):
+    assert v4_deployed_phase(text, "langfuse")["phase"] == phase
+
+
+def test_no_web_deployment_is_no_release():
+    assert not v4_deployed_phase("", "langfuse")["present"]
+    assert not v4_deployed_phase(manifest(fullname="other-langfuse"), "langfuse")["present"]
+
+
+def problem(record, text, requested=""):
+    return v4_record_problem(record, v4_deployed_phase(text, "langfuse"), "langfuse", requested)
+
+
+def test_a_lost_record_during_dual_is_refused_with_both_facts_and_the_repair():
+    message = problem({}, manifest(worker_env=DUAL, web_env=DUAL))
+    assert "no phase recorded" in message and "write mode dual" in message and "changed nothing" in message
+    assert "-e langfuse_helm_v4_record_repair=langfuse" in message and "(phase dual)" in message
+
+
+@pytest.mark.parametrize("record, text", [
+    ({}, manifest()),  # a v4 install that never migrated
+    ({"phase": "cutover", "state": "done"}, manifest()),
+    ({"phase": "dual", "state": "done"}, manifest(worker_env=DUAL, web_env=DUAL)),
+    ({"phase": "backfill"}, manifest(worker_env=BACKFILL, web_env=BACKFILL)),  # a record from before states
+    ({"phase": "infra", "state": "done"}, manifest("3.225.4", "3.225.4")),
+    ({}, ""),  # nothing deployed yet
+])
+def test_records_that_agree_pass(record, text):
+    assert problem(record, text) == ""
+
+
+@pytest.mark.parametrize("record, text", [
+    ({"phase": "dual", "state": "done"}, manifest()),  # events_only, though dual is recorded
+    ({"phase": "backfill", "state": "done"}, manifest(worker_env=DUAL, web_env=DUAL)),
+    ({"phase": "cutover", "state": "done"}, manifest(worker_env=DUAL, web_env=DUAL)),
+    ({"phase": "dual", "state": "done"}, manifest("3.225.4", "3.225.4")),
+    ({"phase": "infra", "state": "done"}, manifest()),
+])
+def test_records_the_release_contradicts_are_refused(record, text):
+    assert "does not match the release" in problem(record, text)
+
+
+def test_a_started_phase_is_resumed_only_by_that_phase():
+    record = {"phase": "cutover", "state": "started", "since": "2026-12-03T11:00:00Z"}
+    text = manifest(worker_env=DUAL, web_env=DUAL)
+    assert problem(record, text, requested="cutover") == ""
+    message = problem(record, text)
+    assert "phase cutover was started at 2026-12-03T11:00:00Z" in message and "one-way" in message
+    assert "-e upgrade_phase=cutover -e upgrade_confirm_cutover=langfuse" in message
+    assert "did not finish" in problem(record, text, requested="rollback")
+
+
+def test_a_started_dual_may_be_rolled_back():
+    record = {"phase": "dual", "state": "started"}
+    assert problem(record, manifest("3.225.4", "4.4.0", worker_env=DUAL), requested="rollback") == ""
+    assert problem(record, manifest("3.225.4", "4.4.0", worker_env=DUAL), requested="dual") == ""
+    assert "-e upgrade_phase=dual" in problem(record, manifest("3.225.4", "4.4.0", worker_env=DUAL))
