@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: venv binaries cluster-up cluster-down services-up services-down localenv-up localenv-down \
-        local-install lint syntax sanity unit integration molecule test upstream-check clean
+        local-install lint syntax sanity unit integration molecule crash crash-ci test upstream-check clean
 
 venv: $(VENV)/.installed $(COLLECTION_LINK)
 
@@ -78,6 +78,18 @@ integration: localenv-up
 molecule: localenv-up
 	source <($(LOCALENV)/cluster.sh env) && source <($(LOCALENV)/services.sh env) && \
 	  molecule test -s local
+
+# The crash-consistency suite (tests/crash/suite.py): every playbook killed at points spread over its run, then run
+# again; prints its table. CRASH_ARGS narrows it (e.g. "--points 3 --scenarios restore").
+crash: localenv-up
+	source <($(LOCALENV)/cluster.sh env) && source <($(LOCALENV)/services.sh env) && \
+	  python tests/crash/suite.py $(CRASH_ARGS)
+
+# Its bounded form, which `make test` runs: a restore and an upgrade killed at one spread point and in their
+# Restore-Job and Helm steps, and two runs of backup.yml at once.
+crash-ci: localenv-up
+	source <($(LOCALENV)/cluster.sh env) && source <($(LOCALENV)/services.sh env) && \
+	  python tests/crash/suite.py --points 1 --scenarios restore,upgrade
 
 test: venv
 	tests/run-all.sh

@@ -39,6 +39,7 @@ ARGUMENT_SPEC = {
     "lease_seconds": {"type": "int", "default": 30},
     "suspend_backups": {"type": "bool", "default": False},
     "create_namespace": {"type": "bool", "default": True},
+    "restore_record": {"type": "str", "default": ""},
     "kubeconfig": {"type": "raw"},
     "context": {"type": "str"},
 }
@@ -62,6 +63,7 @@ class ActionModule(ActionBase):
         self._objects = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
         self._batch = client.BatchV1Api(api_client)
+        self._apps = client.AppsV1Api(api_client)
         check = bool(self._task.check_mode if self._task.check_mode is not None else self._play_context.check_mode)
         # The Lease is the run's own bookkeeping, gone when the run ends: reporting it as a change would make
         # every run "changed", so it never is.
@@ -82,6 +84,18 @@ class ActionModule(ActionBase):
                 return None
             raise
 
+    def _restore_record(self, namespace, name):
+        try:
+            return self._core.read_namespaced_config_map(name, namespace).data or {}
+        except ApiException as exc:
+            if exc.status == 404:
+                return {}
+            raise
+
+    def _deployments(self, namespace):
+        return [{"metadata": {"name": d.metadata.name, "annotations": d.metadata.annotations or {}}}
+                for d in self._apps.list_namespaced_deployment(namespace).items]
+
     def _namespace_exists(self, namespace, create, check):
         try:
             self._core.read_namespace(namespace)
@@ -93,7 +107,7 @@ class ActionModule(ActionBase):
             return False
         try:
             # The Lease lives in the namespace; namespace_secrets adds its labels later.
-            self._core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+            self._core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
         except ApiException as exc:
             if exc.status != 409:  # a second run created it a moment ago: the Lease decides
                 raise
@@ -107,6 +121,11 @@ class ActionModule(ActionBase):
         if not self._namespace_exists(namespace, args["create_namespace"], check):
             return {"lock": {"holder": "", "namespace": namespace, "state": "none (no namespace yet)"},
                     "msg": f"Namespace {namespace} does not exist yet: nothing to lock in check mode."}
+        if args["restore_record"]:
+            refusal = lock.unfinished_restore(self._restore_record(namespace, args["restore_record"]),
+                                              self._deployments(namespace), namespace, args["playbook"], args["restore_record"])
+            if refusal:
+                raise AnsibleActionFail(refusal)
         lease = self._read(namespace)
         now = _now()
         verdict = lock.judge(lease, now, holder, namespace, args["take_over"])
@@ -172,7 +191,8 @@ class ActionModule(ActionBase):
         try:
             self._objects.delete_namespaced_custom_object(
                 *LEASE, namespace, "leases", lock.LEASE_NAME,
-                body={"preconditions": {"resourceVersion": lease["metadata"]["resourceVersion"]}})
+                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(
+                    resource_version=lease["metadata"]["resourceVersion"])))
         except ApiException as exc:
             if exc.status == 409:  # the renewer renewed it a moment ago
                 self._objects.delete_namespaced_custom_object(*LEASE, namespace, "leases", lock.LEASE_NAME)

@@ -140,6 +140,34 @@ def suspended_by(lease):
         return []
 
 
+RESTORE_REPLICAS = ANNOTATION + "restore-replicas"
+
+
+def unfinished_restore(record, deployments, namespace, playbook, record_name):
+    """The refusal for a run beside an unfinished restore ('' when there is none, or the run is restore.yml).
+
+    A restore stopped half way leaves data half restored and web and worker at 0: an install or upgrade would start
+    Langfuse on it, a backup would file it as the newest good set. Two marks say so: the restore's record (a ConfigMap
+    whose data has state started) and, should that be lost, the replicas a restore notes on each workload it stops."""
+    if playbook == "restore.yml":
+        return ""
+    record = record or {}
+    marked = sorted(d["metadata"]["name"] for d in deployments
+                    if RESTORE_REPLICAS in ((d.get("metadata") or {}).get("annotations") or {}))
+    if record.get("state", "done") == "done" and not marked:
+        return ""
+    if record.get("state", "done") != "done":
+        found = (f"started {record.get('started', '?')}, from Postgres backup {record.get('postgres_id', '?')} and ClickHouse "
+                 f"backup {record.get('clickhouse_id', '?')}, stopped after step {record.get('step', '?')}")
+    else:
+        found = (f"its record {record_name} is gone, but {', '.join(marked)} still carry the replicas a restore noted "
+                 f"before stopping them")
+    return (f"A restore into {namespace} is unfinished: {found} (web and worker stay stopped until it ends). {playbook} "
+            f"changed nothing. Finish the restore first: ansible-playbook playbooks/restore.yml -e restore_confirm={namespace} "
+            f"(it resumes with the same backups and brings web and worker back to the replicas they had; if a restore.yml "
+            f"is running now, wait for it to end).")
+
+
 # The renewer ----------------------------------------------------------------------------------------------
 
 def process_start(pid):
@@ -201,7 +229,7 @@ def stop_processes(snapshot, grace=5.0):
     return sorted(set(alive.values()))
 
 
-def renew(settings):  # pragma: no cover - runs as a process of its own; tests/integration/test_namespace_lock.py
+def renew(settings):  # pragma: no cover - runs as a process of its own; tests/integration/test_maintenance_window.py
     """Keeps the Lease while the controller lives; see the module docstring."""
     from kubernetes import client, config
 

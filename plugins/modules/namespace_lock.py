@@ -15,9 +15,10 @@ description:
     stops every process the run had started (helm, kubectl, module processes), marks the Lease as ended and exits.
   - A second run refuses at once, naming the holder. A stale Lease (its run ended without releasing it) is taken over
     only when O(take_over) names the namespace.
+  - With O(restore_record), refuses beside an unfinished restore, naming its backups and the command that finishes it.
   - With O(suspend_backups), the namespace's backup CronJobs are suspended while the lock is held and given back on
     release; a run that takes over a stale lock inherits the CronJobs the dead run suspended.
-  - Runs on the controller (an action plugin). Never reports a change: the Lease is the run's own bookkeeping.
+  - Runs on the controller (an action plugin). Never reports a change, since the Lease is the run's own bookkeeping.
     In check mode it only reads, and refuses the same way.
 version_added: 0.2.0
 author: langfuse_ops.platform maintainers (@langfuse-ops)
@@ -59,6 +60,13 @@ options:
     description: Create the namespace when it does not exist (the Lease lives in it).
     type: bool
     default: true
+  restore_record:
+    description:
+      - The name of the restore's record (a ConfigMap). Given, a run of any O(playbook) but C(restore.yml) is refused while
+        that record says a restore is unfinished, or while a Deployment carries the annotation
+        C(langfuse-ops.io/restore-replicas) that a restore writes before it stops the workload.
+    type: str
+    default: ""
   kubeconfig:
     description: Path to the kubeconfig; the client's default (C(KUBECONFIG), C(~/.kube/config)) when omitted.
     type: raw

@@ -112,3 +112,28 @@ def test_a_pid_reused_by_another_process_is_not_stopped():
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def deployment(name, annotations=None):
+    return {"metadata": {"name": name, "annotations": annotations or {}}}
+
+
+def test_no_restore_record_and_no_marks_is_no_refusal():
+    assert lock.unfinished_restore({}, [deployment("langfuse-web")], "langfuse", "install.yml", "langfuse-restore") == ""
+    assert lock.unfinished_restore({"state": "done"}, [], "langfuse", "upgrade.yml", "langfuse-restore") == ""
+
+
+def test_an_unfinished_restore_refuses_every_run_but_restore():
+    record = {"state": "started", "started": "2026-12-03T11:00:00Z", "postgres_id": "20261203T100000Z",
+              "clickhouse_id": "20261201T000000Z/20261203T100001Z", "step": "clickhouse"}
+    message = lock.unfinished_restore(record, [], "langfuse", "upgrade.yml", "langfuse-restore")
+    assert "started 2026-12-03T11:00:00Z, from Postgres backup 20261203T100000Z and ClickHouse backup " in message
+    assert "stopped after step clickhouse" in message and "upgrade.yml changed nothing" in message
+    assert "ansible-playbook playbooks/restore.yml -e restore_confirm=langfuse" in message
+    assert lock.unfinished_restore(record, [], "langfuse", "restore.yml", "langfuse-restore") == ""
+
+
+def test_a_lost_restore_record_is_still_seen_on_the_workloads():
+    marked = [deployment("langfuse-web", {"langfuse-ops.io/restore-replicas": "3"}), deployment("langfuse-worker")]
+    message = lock.unfinished_restore({}, marked, "langfuse", "install.yml", "langfuse-restore")
+    assert "its record langfuse-restore is gone, but langfuse-web still carry the replicas" in message
