@@ -104,9 +104,10 @@ def v4_record_problem(record, deployed, namespace, requested=""):
             return ""
         finish = (f"ansible-playbook playbooks/upgrade.yml -e upgrade_phase={phase}"
                   + (f" -e upgrade_confirm_cutover={namespace}" if phase == "cutover" else ""))
+        one_way = ("A cut-over is one-way: it is not rolled back to v3, and it is finished only when confirmed again. "
+                   if phase == "cutover" else "")
         return (f"upgrade.yml's v3 -> v4 phase {phase} was started at {since} and did not finish (the run was stopped); "
-                f"the release runs {_says(deployed)}. {'A cut-over is one-way: it is not rolled back to v3, and it is finished only when confirmed again. ' if phase == 'cutover' else ''}"
-                f"This run changed nothing. Finish that phase first: {finish}")
+                f"the release runs {_says(deployed)}. {one_way}This run changed nothing. Finish that phase first: {finish}")
     if not deployed.get("present"):
         return ""
     allowed = RECORD_FOR.get(deployed["phase"], ())
