@@ -135,21 +135,15 @@ class ActionModule(ActionBase):
             return {"lock": {"holder": "", "namespace": namespace, "state": "not taken (check mode)"},
                     "msg": f"Check mode: a real run {'takes over' if verdict['action'] == 'take_over' else 'takes'} the lock on "
                            f"{namespace}; this one leaves it as it is."}
-        inherited = lock.suspended_by(lease) if verdict["action"] in ("take_over", "acquire") else []
+        suspended = self._suspend_backups(namespace, args["playbook"], holder) if args["suspend_backups"] else []
         if verdict["action"] == "keep":
             notes = lease["metadata"].setdefault("annotations", {})
             notes[lock.PHASE] = args["phase"]
             lease["spec"]["renewTime"] = lock.format_time(now)
-            suspended = lock.suspended_by(lease)
-            if args["suspend_backups"]:
-                suspended = sorted(set(suspended) | set(self._suspend_backups(namespace)))
-                notes[lock.SUSPENDED] = json.dumps(suspended)
             self._replace(namespace, lease)
             return {"lock": {"holder": holder, "namespace": namespace, "state": "held", "suspended": suspended},
                     "msg": f"This run holds the lock on {namespace}, now at step '{args['phase']}'."}
-        suspended = sorted(set(inherited) | set(self._suspend_backups(namespace) if args["suspend_backups"] else []))
         body = lock.lease_body(namespace, holder, now, args["lease_seconds"], args["playbook"], args["phase"], who,
-                               suspended=suspended,
                                transitions=int(((lease or {}).get("spec") or {}).get("leaseTransitions") or 0)
                                + (1 if lease else 0),
                                previous=lease)
@@ -170,9 +164,11 @@ class ActionModule(ActionBase):
             self._start_renewer(args, namespace, holder, controller)
         message = f"This run holds the lock on {namespace} ({args['playbook']})."
         if verdict["action"] == "take_over":
+            inherited = [name for name in lock.suspended_by_lock(self._cronjobs(namespace)) if name not in suspended]
             message = (f"Took over the stale lock on {namespace} from {lock.describe(lease, now)}. "
-                       f"{'Backup CronJobs it had suspended: ' + ', '.join(inherited) + ' (given back when this run ends). ' if inherited else ''}"
-                       f"This run now holds it ({args['playbook']}).")
+                       + (f"Backup CronJobs it had suspended: {', '.join(inherited)} (given back when this run ends). "
+                          if inherited else "")
+                       + f"This run now holds it ({args['playbook']}).")
         return {"lock": {"holder": holder, "namespace": namespace, "state": "held", "suspended": suspended,
                          "taken_over_from": verdict.get("previous", "")},
                 "msg": message}
@@ -187,7 +183,10 @@ class ActionModule(ActionBase):
         lease = self._read(namespace)
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != args["holder"]:
             return {"msg": f"The lock on {namespace} is not this run's any more; left as it is."}
-        resumed = self._resume_backups(namespace, lock.suspended_by(lease))
+        # After a restore that stopped half way, scheduled backups would file half-restored data as the newest good
+        # set: the CronJobs stay suspended until a restore finishes.
+        unfinished = args["restore_record"] and self._restore_record(namespace, args["restore_record"]).get("state") == "started"
+        resumed = [] if unfinished else self._resume_backups(namespace)
         try:
             self._objects.delete_namespaced_custom_object(
                 *LEASE, namespace, "leases", lock.LEASE_NAME,
@@ -198,26 +197,34 @@ class ActionModule(ActionBase):
                 self._objects.delete_namespaced_custom_object(*LEASE, namespace, "leases", lock.LEASE_NAME)
             elif exc.status != 404:
                 raise
-        return {"msg": f"Released the lock on {namespace}" + (f"; backup CronJobs given back: {', '.join(resumed)}" if resumed else ""),
+        return {"msg": f"Released the lock on {namespace}" + (f"; backup CronJobs given back: {', '.join(resumed)}" if resumed else "")
+                + ("; the backup CronJobs stay suspended until the unfinished restore is finished" if unfinished else ""),
                 "resumed": resumed}
 
     # -- backup CronJobs --------------------------------------------------------------------------------------
 
-    def _suspend_backups(self, namespace):
-        """Suspends the backup CronJobs that run now; returns those this call suspended (a CronJob the user had
-        suspended stays theirs)."""
+    def _cronjobs(self, namespace):
+        return [{"metadata": {"name": c.metadata.name, "annotations": c.metadata.annotations or {}}, "suspend": c.spec.suspend}
+                for c in self._batch.list_namespaced_cron_job(namespace, label_selector=lock.BACKUP_SELECTOR).items]
+
+    def _suspend_backups(self, namespace, playbook, holder):
+        """Suspends the backup CronJobs that run now, marking each; returns those this call suspended (a CronJob
+        suspended already, by a person or another mark, stays as it is)."""
         suspended = []
-        for cronjob in self._batch.list_namespaced_cron_job(namespace, label_selector=lock.BACKUP_SELECTOR).items:
-            if not cronjob.spec.suspend:
-                self._batch.patch_namespaced_cron_job(cronjob.metadata.name, namespace, {"spec": {"suspend": True}})
-                suspended.append(cronjob.metadata.name)
+        for cronjob in self._cronjobs(namespace):
+            if not cronjob["suspend"]:
+                self._batch.patch_namespaced_cron_job(cronjob["metadata"]["name"], namespace, {
+                    "metadata": {"annotations": {lock.SUSPENDED_BY: f"{lock.SUSPENDED_MARK}{playbook} {holder}"}},
+                    "spec": {"suspend": True}})
+                suspended.append(cronjob["metadata"]["name"])
         return suspended
 
-    def _resume_backups(self, namespace, names):
+    def _resume_backups(self, namespace):
         resumed = []
-        for name in names:
+        for name in lock.suspended_by_lock(self._cronjobs(namespace)):
             try:
-                self._batch.patch_namespaced_cron_job(name, namespace, {"spec": {"suspend": False}})
+                self._batch.patch_namespaced_cron_job(name, namespace, {
+                    "metadata": {"annotations": {lock.SUSPENDED_BY: None}}, "spec": {"suspend": False}})
                 resumed.append(name)
             except ApiException as exc:
                 if exc.status != 404:  # removed meanwhile (backups turned off): nothing to give back

@@ -32,7 +32,10 @@ PHASE = ANNOTATION + "phase"
 CONTROLLER = ANNOTATION + "controller"
 ENDED = ANNOTATION + "holder-ended"
 STOPPED = ANNOTATION + "stopped-processes"
-SUSPENDED = ANNOTATION + "suspended-cronjobs"
+# On a backup CronJob this lock suspended: "namespace_lock <playbook> <holder>". The mark lives on the CronJob, not
+# in the Lease, so that it outlives a lost Lease; backup_cron's backup_now marks its own "backup_now ...".
+SUSPENDED_BY = ANNOTATION + "suspended-by"
+SUSPENDED_MARK = "namespace_lock "
 # The backup CronJobs (backup_cron labels them so); suspended while a restore or an upgrade holds the lock.
 BACKUP_SELECTOR = "app.kubernetes.io/part-of=langfuse,app.kubernetes.io/component=backup"
 
@@ -114,13 +117,12 @@ def judge(lease, now, holder, namespace, take_over=""):
         f"and the records the other run left, and finishes or names what it finds.")}
 
 
-def lease_body(namespace, holder, now, duration, playbook, phase, controller, suspended=(), transitions=0, previous=None):
+def lease_body(namespace, holder, now, duration, playbook, phase, controller, transitions=0, previous=None):
     """A Lease held by `holder` from `now`; `previous` (a Lease read before) keeps its resourceVersion, so a
     replace fails when anybody changed it since."""
     metadata = {"name": LEASE_NAME, "namespace": namespace,
                 "labels": {"app.kubernetes.io/part-of": "langfuse", "app.kubernetes.io/managed-by": "langfuse_ops.platform"},
-                "annotations": {PLAYBOOK: playbook, PHASE: phase, CONTROLLER: controller,
-                                SUSPENDED: json.dumps(sorted(suspended))}}
+                "annotations": {PLAYBOOK: playbook, PHASE: phase, CONTROLLER: controller}}
     if previous is not None:
         metadata["resourceVersion"] = previous["metadata"]["resourceVersion"]
     stamp = format_time(now)
@@ -129,15 +131,11 @@ def lease_body(namespace, holder, now, duration, playbook, phase, controller, su
                      "renewTime": stamp, "leaseTransitions": int(transitions)}}
 
 
-def suspended_by(lease):
-    """The backup CronJobs a holder suspended (and so must give back), as the Lease records them."""
-    if not lease:
-        return []
-    raw = ((lease.get("metadata") or {}).get("annotations") or {}).get(SUSPENDED) or "[]"
-    try:
-        return sorted(set(json.loads(raw)))
-    except ValueError:
-        return []
+def suspended_by_lock(cronjobs):
+    """The backup CronJobs a holder of this lock suspended, by their mark: this run's, or a dead run's whose lock it
+    took over (whoever holds the lock is the only run that may give them back)."""
+    return sorted(c["metadata"]["name"] for c in cronjobs
+                  if (((c.get("metadata") or {}).get("annotations") or {}).get(SUSPENDED_BY) or "").startswith(SUSPENDED_MARK))
 
 
 RESTORE_REPLICAS = ANNOTATION + "restore-replicas"

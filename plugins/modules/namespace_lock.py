@@ -16,8 +16,9 @@ description:
   - A second run refuses at once, naming the holder. A stale Lease (its run ended without releasing it) is taken over
     only when O(take_over) names the namespace.
   - With O(restore_record), refuses beside an unfinished restore, naming its backups and the command that finishes it.
-  - With O(suspend_backups), the namespace's backup CronJobs are suspended while the lock is held and given back on
-    release; a run that takes over a stale lock inherits the CronJobs the dead run suspended.
+  - With O(suspend_backups), the namespace's backup CronJobs are suspended while the lock is held, each marked with the
+    annotation C(langfuse-ops.io/suspended-by), and given back on release; a run that takes over a stale lock gives back
+    those the dead run suspended too. A CronJob suspended by a person stays suspended.
   - Runs on the controller (an action plugin). Never reports a change, since the Lease is the run's own bookkeeping.
     In check mode it only reads, and refuses the same way.
 version_added: 0.2.0
@@ -65,6 +66,7 @@ options:
       - The name of the restore's record (a ConfigMap). Given, a run of any O(playbook) but C(restore.yml) is refused while
         that record says a restore is unfinished, or while a Deployment carries the annotation
         C(langfuse-ops.io/restore-replicas) that a restore writes before it stops the workload.
+      - With O(state=released), the backup CronJobs stay suspended while that record says a restore is unfinished.
     type: str
     default: ""
   kubeconfig:

@@ -1,7 +1,6 @@
 """The namespace lock's judgement, on Leases as the API server returns them, and its process bookkeeping on
 real processes of this machine."""
 import datetime
-import json
 import os
 import subprocess
 import sys
@@ -16,8 +15,7 @@ NOW = datetime.datetime(2026, 12, 3, 12, 0, 0, tzinfo=datetime.timezone.utc)
 
 def lease(holder="alice@ops/4242/abcd", renewed_ago=5, duration=30, ended=None, playbook="upgrade.yml", phase="worker"):
     renewed = lock.format_time(NOW - datetime.timedelta(seconds=renewed_ago))
-    notes = {lock.PLAYBOOK: playbook, lock.PHASE: phase, lock.CONTROLLER: "alice@ops (ansible-playbook pid 4242)",
-             lock.SUSPENDED: json.dumps(["langfuse-backup-postgres"])}
+    notes = {lock.PLAYBOOK: playbook, lock.PHASE: phase, lock.CONTROLLER: "alice@ops (ansible-playbook pid 4242)"}
     if ended:
         notes[lock.ENDED] = ended
         notes[lock.STOPPED] = "helm"
@@ -68,11 +66,18 @@ def test_our_own_lease_is_kept_and_a_released_one_acquired():
 
 
 def test_lease_body_keeps_the_resource_version_for_a_guarded_replace():
-    body = lock.lease_body("langfuse", "me", NOW, 30, "restore.yml", "start", "me@host", suspended=["b", "a"],
-                           transitions=2, previous=lease())
+    body = lock.lease_body("langfuse", "me", NOW, 30, "restore.yml", "start", "me@host", transitions=2, previous=lease())
     assert body["metadata"]["resourceVersion"] == "17"
-    assert body["spec"]["renewTime"] == "2026-12-03T12:00:00.000000Z"
-    assert lock.suspended_by(body) == ["a", "b"]
+    assert body["spec"]["renewTime"] == "2026-12-03T12:00:00.000000Z" and body["spec"]["leaseTransitions"] == 2
+    assert body["metadata"]["annotations"][lock.PLAYBOOK] == "restore.yml"
+
+
+def test_only_the_cronjobs_a_lock_holder_suspended_are_given_back():
+    def cronjob(name, mark=None):
+        return {"metadata": {"name": name, "annotations": {lock.SUSPENDED_BY: mark} if mark else {}}}
+    found = [cronjob("pg", "namespace_lock restore.yml alice@ops/1/ab"), cronjob("ch", "backup_now pre-upgrade x"),
+             cronjob("paused-by-a-person"), cronjob("ch-full", "namespace_lock upgrade.yml bob@ops/2/cd")]
+    assert lock.suspended_by_lock(found) == ["ch-full", "pg"]
 
 
 def test_times_the_api_server_writes_are_read():
