@@ -35,7 +35,8 @@ def helm_pending(history):
     if not isinstance(history, list):
         raise AnsibleFilterError("helm_pending expects the list `helm history -o json` prints")
     if not history:
-        return {"pending": False, "state": "none", "revision": 0, "deployed": 0}
+        return {"pending": False, "state": "none", "revision": 0, "chart": "", "app_version": "", "description": "",
+                "deployed": 0, "deployed_chart": "", "deployed_app_version": "", "v3_revision": 0}
     ordered = sorted(history, key=lambda entry: int(entry["revision"]))
     latest = ordered[-1]
     deployed = [entry for entry in ordered[:-1] if entry.get("status") in ("deployed", "superseded")]

@@ -16,7 +16,8 @@ def rev(n, status, chart="langfuse-2.0.0", app="4.4.0", description="Upgrade com
 
 
 def test_no_history_is_no_release():
-    assert helm_pending([]) == {"pending": False, "state": "none", "revision": 0, "deployed": 0}
+    assert helm_pending([]) == {"pending": False, "state": "none", "revision": 0, "chart": "", "app_version": "", "description": "",
+                                "deployed": 0, "deployed_chart": "", "deployed_app_version": "", "v3_revision": 0}
 
 
 def test_a_killed_upgrade_goes_back_to_the_deployed_revision():
