@@ -206,9 +206,10 @@ def descendants(root):
     return found
 
 
-def stop_processes(snapshot, grace=5.0):
+def stop_processes(snapshot, grace=30.0):
     """SIGTERM every process of the snapshot that is still the same process, SIGKILL what is left after
-    `grace` seconds; returns the commands that were stopped."""
+    `grace` seconds; returns the commands that were stopped. The grace is helm's: on SIGTERM an atomic upgrade
+    rolls itself back, which leaves the release deployed rather than pending."""
     alive = {pid: comm for pid, (start, comm) in snapshot.items() if pid != os.getpid() and process_start(pid) == start}
     for pid in alive:
         try:

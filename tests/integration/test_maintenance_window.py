@@ -10,7 +10,9 @@ Langfuse's own pods do not run here (KWOK plays the nodes); what runs for real i
 release storage and the helm and ansible-playbook processes.
 """
 import json
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -40,12 +42,20 @@ def history(namespace):
 
 
 def helm_processes(namespace):
-    """helm processes working on this namespace's release, from /proc (any parent)."""
+    """helm processes working on this namespace's release, whoever their parent: kubernetes.core.helm names the
+    namespace in helm's environment (HELM_NAMESPACE) rather than its arguments, so both are read from /proc."""
     found = []
-    for line in run("ps", "-eo", "pid=,args=").stdout.splitlines():
-        pid, _, args = line.strip().partition(" ")
-        if "helm" in args.split(" ")[0] and namespace in args:
-            found.append((int(pid), args))
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and Path(args[0].decode(errors="replace")).name == "helm" and (
+                namespace.encode() in b" ".join(args) or f"HELM_NAMESPACE={namespace}".encode() in environ):
+            found.append((int(entry.name), b" ".join(args).decode(errors="replace")))
     return found
 
 
@@ -53,61 +63,97 @@ def text(output):
     return " ".join(output.split())
 
 
-def test_a_second_run_is_refused_and_a_killed_run_stops_its_helm(installed, tmp_path):
-    namespace = installed
-    first = BackgroundPlaybook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_values": NEVER_READY_WORKER},
-                               log_dir=tmp_path)
+def hanging_upgrade(namespace, version, tmp_path):
+    """upgrade.yml to `version` whose worker step hangs (its pods never Ready), once helm has the release pending."""
+    first = BackgroundPlaybook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": version,
+                                           "langfuse_helm_values": NEVER_READY_WORKER}, log_dir=tmp_path)
     try:
-        held = wait_for("the first run's lock", lambda: lease(namespace), timeout=300)
-        assert held["metadata"]["annotations"]["langfuse-ops.io/playbook"] == "upgrade.yml"
-        second = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK})
-        wait_for("the worker step's helm upgrade, pending", lambda: [
-            r for r in history(namespace) if r["status"] == "pending-upgrade"], timeout=600)
-        assert helm_processes(namespace), "no helm process for the release while it is pending"
+        wait_for("the first run's lock", lambda: lease(namespace), timeout=300)
+        return first
     except BaseException:
         first.kill()
         raise
-    # Refused at once, naming the holder, and nothing of the second run's own reached the release.
+
+
+def wait_pending(namespace, first):
+    try:
+        wait_for("the worker step's helm upgrade, pending", lambda: [
+            r for r in history(namespace) if r["status"] == "pending-upgrade"], timeout=600)
+        wait_for("helm at work on the release", lambda: helm_processes(namespace), timeout=60)
+    except BaseException:
+        first.kill()
+        raise
+
+
+def test_a_second_run_is_refused_and_a_killed_controller_leaves_no_helm_behind(installed, tmp_path):
+    namespace = installed
+    first = hanging_upgrade(namespace, "3.225.4", tmp_path)
+    assert lease(namespace)["metadata"]["annotations"]["langfuse-ops.io/playbook"] == "upgrade.yml"
+    second = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK})
+    wait_pending(namespace, first)
+    # Refused at once, naming the holder; the release is the first run's alone.
     assert second.returncode != 0
     assert f"Another run holds namespace {namespace}: upgrade.yml run by" in text(second.stdout), second.stdout[-3000:]
     assert "changed nothing" in text(second.stdout)
-    assert "Upgrade complete" not in json.dumps(history(namespace)[-1])
 
-    first.kill(group=False)  # the controller alone: its helm child would go on by itself
-    ended = wait_for("the renewer to mark the lock ended", lambda: (lease(namespace) or {}).get("metadata", {})
-                     .get("annotations", {}).get("langfuse-ops.io/holder-ended"), timeout=60)
-    assert ended
+    first.kill(group=False)  # the controller alone, as `kill <pid>` does: its helm child would go on by itself
+    wait_for("the renewer to mark the lock ended", lambda: (lease(namespace) or {}).get("metadata", {})
+             .get("annotations", {}).get("langfuse-ops.io/holder-ended"), timeout=90)
     assert "helm" in lease(namespace)["metadata"]["annotations"]["langfuse-ops.io/stopped-processes"]
     assert helm_processes(namespace) == []
-    assert history(namespace)[-1]["status"] == "pending-upgrade"
+    # helm, stopped with SIGTERM, rolled its atomic upgrade back itself; nothing moves the release any more.
+    settled = history(namespace)
+    time.sleep(3)
+    assert history(namespace) == settled and settled[-1]["status"] in ("deployed", "pending-upgrade", "pending-rollback")
 
-    # The way out, one message at a time.
-    stale = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK})
+    taken = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_take_over_lock": namespace,
+                                 "langfuse_helm_recover_pending": namespace})
+    assert taken.returncode == 0, taken.stdout[-4000:]
+    assert f"Took over the stale lock on {namespace}" in text(taken.stdout)
+    assert "Health: OK, version 3.225.4" in taken.stdout
+    assert lease(namespace) is None
+
+
+def test_a_run_killed_in_its_helm_step_is_finished_by_the_ways_out_its_reruns_name(installed, tmp_path):
+    namespace = installed
+    first = hanging_upgrade(namespace, "3.225.5", tmp_path)
+    wait_pending(namespace, first)
+    first.kill()  # the whole process group, helm with it, at once: nothing rolls back
+    wait_for("the renewer to mark the lock ended", lambda: (lease(namespace) or {}).get("metadata", {})
+             .get("annotations", {}).get("langfuse-ops.io/holder-ended"), timeout=90)
+    assert history(namespace)[-1]["status"] == "pending-upgrade"
+    deployed = [r["revision"] for r in history(namespace) if r["status"] == "deployed"][-1]
+
+    stale = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": "3.225.5"})
     assert stale.returncode != 0
     assert f"The lock on namespace {namespace} is stale" in text(stale.stdout), stale.stdout[-3000:]
     assert "its controller process ended at" in text(stale.stdout) and f"-e langfuse_take_over_lock={namespace}" in text(stale.stdout)
 
-    pending = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_take_over_lock": namespace})
+    pending = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": "3.225.5",
+                                   "langfuse_take_over_lock": namespace})
     assert pending.returncode != 0
     said = text(pending.stdout)
     assert f"Took over the stale lock on {namespace}" in said, pending.stdout[-3000:]
     assert f"Helm release langfuse in {namespace} is pending-upgrade at revision" in said
-    assert "The last deployed revision is 1" in said and f"-e langfuse_helm_recover_pending={namespace}" in said
+    assert f"The last deployed revision is {deployed}" in said and f"-e langfuse_helm_recover_pending={namespace}" in said
     assert lease(namespace) is None  # the refusing run gave the lock back
     assert history(namespace)[-1]["status"] == "pending-upgrade"
 
-    done = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_take_over_lock": namespace,
+    done = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": "3.225.5",
                                 "langfuse_helm_recover_pending": namespace})
     assert done.returncode == 0, done.stdout[-4000:]
-    assert "Health: OK, version 3.225.4" in done.stdout
-    statuses = [r["status"] for r in history(namespace)]
-    assert "pending-upgrade" not in statuses and statuses[-1] == "deployed"
-    assert any(r["description"].startswith("Rollback to 1") for r in history(namespace))
+    assert "Health: OK, version 3.225.5" in done.stdout
+    # The killed revision keeps its pending-upgrade label in the history (helm rollback does not rewrite it), but a
+    # rollback to the deployed one came after it, and the upgrade after that.
+    after = history(namespace)
+    killed = max(r["revision"] for r in after if r["status"] == "pending-upgrade")
+    rollback = next(r["revision"] for r in after if r["description"] == f"Rollback to {deployed}")
+    assert killed < rollback < after[-1]["revision"] and after[-1]["status"] == "deployed"
     assert lease(namespace) is None
     cronjobs = json.loads(kubectl("-n", namespace, "get", "cronjobs", "-o", "json").stdout)["items"]
     assert cronjobs and not [c["metadata"]["name"] for c in cronjobs if c["spec"].get("suspend")]
 
-    again = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK})
+    again = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": "3.225.5"})
     assert again.returncode == 0, again.stdout[-3000:]
     assert recap(again.stdout)["changed"] == 0, changed_tasks(again.stdout)
 

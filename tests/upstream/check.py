@@ -8,6 +8,7 @@ repository), drops its sub-chart dependencies (every `*.deploy` is false in our 
 be downloaded here) and runs the collection's real playbooks with it against the local control plane:
 
   v3 line:  install v3 -> re-run (changed=0) -> upgrade v3 -> phases infra and dual (v3 -> v4) -> re-runs
+            -> the v4 record deleted: install refused, then the record repaired from the release -> re-run
   v4 line:  install v4 -> re-run (changed=0) -> upgrade v4 -> re-run (changed=0)   (per v4 chart ref)
   Argo:     the v3 line's install and phases infra and dual with the web as an Argo Rollout
             (langfuse_helm_web_workload: argo_rollout), Argo Rollouts' own controller watching the namespace,
@@ -106,17 +107,29 @@ def namespace_secrets(namespace):
 
 
 def run_line(title, namespace, steps, log):
-    """Runs the steps (name, playbook, variables, expect_unchanged) in namespace; returns table rows."""
+    """Runs the steps (name, playbook, variables, expect[, before]) in namespace; returns table rows. `expect` is
+    True for a run that must change nothing, False for any successful run, or a text: the run must refuse saying it.
+    `before(namespace)`, when given, runs first (e.g. deletes a record)."""
     rows = []
-    for step, name, variables, expect_unchanged in steps:
+    for step, name, variables, expect, *before in steps:
+        for action in before:
+            action(namespace)
         result = playbook(name, {"langfuse_namespace": namespace, "upgrade_observe_seconds": 5, "upgrade_canary_observe_seconds": 5, **variables})
         log.write(f"\n===== {title} / {step} =====\n{result['output']}")
-        ok = result["rc"] == 0 and (not expect_unchanged or result["changed"] == 0)
-        note = "" if ok else (f"changed={result['changed']}" if result["rc"] == 0 else result["error"])
+        if isinstance(expect, str):
+            ok = result["rc"] != 0 and expect in " ".join(result["output"].split())
+            note = "" if ok else f"expected a refusal saying {expect!r}"
+        else:
+            ok = result["rc"] == 0 and (not expect or result["changed"] == 0)
+            note = "" if ok else (f"changed={result['changed']}" if result["rc"] == 0 else result["error"])
         rows.append((title, step, "ok" if ok else "FAIL", f"rc={result['rc']} changed={result['changed']} {result['seconds']}s", note))
-        if result["rc"] != 0:
+        if result["rc"] != 0 and not (isinstance(expect, str) and ok):
             break
     return rows
+
+
+def delete_v4_record(namespace):
+    sh("kubectl", "-n", namespace, "delete", "configmap", "langfuse-v4-migration")
 
 
 def audit_rows(title, namespace):
@@ -220,6 +233,12 @@ def main():
             ("phase infra", "upgrade", {**v4_vars, "upgrade_phase": "infra", "upgrade_v4_disk_factor": 0}, False),
             (f"phase dual -> {first_v4[3]}", "upgrade", {**v4_vars, "upgrade_phase": "dual"}, False),
             ("re-run upgrade", "upgrade", v4_vars, True),
+            ("re-run install", "install", v4_vars, True),
+            # Issue 18: a lost record during dual must not make the next run cut over: it is refused from the
+            # write mode the official chart's manifest runs, and repaired from it.
+            ("record lost: install refused", "install", v4_vars,
+             "no phase recorded (ConfigMap missing or empty), but the release runs", delete_v4_record),
+            ("repair the record from the release", "install", {**v4_vars, "langfuse_helm_v4_record_repair": ns}, False),
             ("re-run install", "install", v4_vars, True),
         ], log)
         rows += audit_rows(title, ns)
