@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 start=$SECONDS
 passed=0 failed=0 failed_names=()
-for stage in lint syntax sanity unit integration molecule; do
+for stage in lint syntax sanity unit integration crash-ci molecule; do
   echo "::: make $stage ($(date -u +%H:%M:%S), $((SECONDS - start))s in)"
   if make --no-print-directory "$stage"; then passed=$((passed + 1)); else failed=$((failed + 1)); failed_names+=("$stage"); fi
 done

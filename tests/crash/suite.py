@@ -220,12 +220,11 @@ def scenario_install(table, services, points, named):
         reference = f"crash-i-{uuid.uuid4().hex[:6]}"
         tasks = tasks_of("install", {"langfuse_namespace": reference, **base})
         cleanup(reference)
-        before = figures(services, database)
         kill_points = spread(tasks, points) + ([("Install or upgrade the Langfuse release", 2.0)] if named else [])
         for point in kill_points:
             namespace = f"crash-i-{uuid.uuid4().hex[:6]}"
-            expect = {"figures": before, "services": services, "database": database,
-                      "replicas": {"langfuse-web": 1, "langfuse-worker": 1}, "version": "3.224.1"}
+            # The app secrets are the killed run's, read after it (none, when it died before making them).
+            expect = {**baseline(services, database, namespace), "version": "3.224.1"}
             kill_and_recover(table, "install", "install", {"langfuse_namespace": namespace, **base}, point, expect,
                              after_kill=lambda ns=namespace, e=expect: e.update(secrets=app_secrets(ns)))
             cleanup(namespace)
@@ -240,19 +239,24 @@ def installed(services, database, prefix, **extra):
     return namespace, variables
 
 
+def baseline(services, database, namespace, **more):
+    """What must hold after every kill point of a scenario: the data as now, the app secrets as now, one web and
+    one worker pod (the local inventory's), and `more`."""
+    return {"figures": figures(services, database), "services": services, "database": database,
+            "secrets": app_secrets(namespace), "replicas": {"langfuse-web": 1, "langfuse-worker": 1}, **more}
+
+
 def scenario_upgrade(table, services, points, named):
     with migrated_databases(services, "crash") as database:
         seed(services, database)
         namespace, base = installed(services, database, "u")
-        before = figures(services, database)
-        secrets = app_secrets(namespace)
+        expect = baseline(services, database, namespace)
         tasks = tasks_of("upgrade", {**base, **QUICK, "langfuse_helm_app_version": "3.225.0"})
         kill_points = spread(tasks, points) + ([("Move the worker", 4.0), ("Wait for the migration Job", 0.5)] if named else [])
         for k, point in enumerate(kill_points, start=1):
             version = f"3.225.{k}"
             kill_and_recover(table, "upgrade", "upgrade", {**base, **QUICK, "langfuse_helm_app_version": version}, point,
-                             {"figures": before, "services": services, "database": database, "secrets": secrets,
-                              "replicas": {"langfuse-web": 1, "langfuse-worker": 1}, "version": version})
+                             {**expect, "version": version})
         cleanup(namespace)
 
 
@@ -260,14 +264,11 @@ def scenario_backup(table, services, points, named):
     with migrated_databases(services, "crash") as database:
         seed(services, database)
         namespace, base = installed(services, database, "b")
-        before = figures(services, database)
-        secrets = app_secrets(namespace)
+        expect = baseline(services, database, namespace)
         tasks = tasks_of("backup", base)
         kill_points = spread(tasks, points) + ([("Wait for the backups to finish", 1.0)] if named else [])
         for point in kill_points:
-            kill_and_recover(table, "backup", "backup", base, point,
-                             {"figures": before, "services": services, "database": database, "secrets": secrets,
-                              "replicas": {"langfuse-web": 1, "langfuse-worker": 1}})
+            kill_and_recover(table, "backup", "backup", base, point, expect)
         cleanup(namespace)
 
 
@@ -278,8 +279,7 @@ def scenario_restore(table, services, points, named):
         rc, out, _ = playbook("backup", base)
         if rc != 0:
             raise SystemExit(f"backup for restore failed:\n{out[-3000:]}")
-        backed_up = figures(services, database)
-        secrets = app_secrets(namespace)
+        expect = baseline(services, database, namespace)  # the data as backed up: what every restore must bring back
         variables = {**base, "restore_confirm": namespace}
         damage(services, database)
         tasks = tasks_of("restore", variables)
@@ -287,9 +287,7 @@ def scenario_restore(table, services, points, named):
                                                 ("Wait for the restore Job, ", 0.5)] if named else [])
         for point in kill_points:
             damage(services, database)
-            kill_and_recover(table, "restore", "restore", variables, point,
-                             {"figures": backed_up, "services": services, "database": database, "secrets": secrets,
-                              "replicas": {"langfuse-web": 1, "langfuse-worker": 1}})
+            kill_and_recover(table, "restore", "restore", variables, point, expect)
         cleanup(namespace)
 
 
@@ -301,8 +299,7 @@ def scenario_v4(table, services, points, named):
         with pg(services, database) as conn:
             conn.execute(BACKGROUND_DDL)
         namespace, base = installed(services, database, "v4")
-        before = figures(services, database)
-        secrets = app_secrets(namespace)
+        expect = baseline(services, database, namespace, version="4.4.0")
         rc, out, _ = playbook("upgrade", {**base, **V4, **QUICK, "upgrade_phase": "infra"})
         if rc != 0:
             raise SystemExit(f"phase infra failed:\n{out[-3000:]}")
@@ -310,9 +307,7 @@ def scenario_v4(table, services, points, named):
                                     ("backfill", ("Move the chart on its own", 0.0), {}),
                                     ("cutover", ("Move the web", 3.0), {"upgrade_confirm_cutover": namespace})):
             kill_and_recover(table, f"v4 {phase}", "upgrade", {**base, **V4, **QUICK, "upgrade_phase": phase, **extra}, point,
-                             {"figures": before, "services": services, "database": database, "secrets": secrets,
-                              "replicas": {"langfuse-web": 1, "langfuse-worker": 1}, "version": "4.4.0",
-                              "no_events_only": phase != "cutover"})
+                             {**expect, "no_events_only": phase != "cutover"})
         cleanup(namespace)
 
 
@@ -323,8 +318,7 @@ def two_at_once(table, services):
         seed(services, database)
         namespace, base = installed(services, database, "2x")
         playbook("backup", base)
-        before = figures(services, database)
-        secrets = app_secrets(namespace)
+        expect = baseline(services, database, namespace)
         for name, variables in (("install", base), ("upgrade", {**base, **QUICK, "langfuse_helm_app_version": "3.225.9"}),
                                 ("backup", base), ("restore", {**base, "restore_confirm": namespace})):
             started = time.monotonic()
@@ -337,8 +331,7 @@ def two_at_once(table, services):
             named = all("Another run holds namespace" in text(o) or "took the lock on namespace" in text(o) for o in refused)
             outcome = "refused" if refused and named and 0 in rcs else "converged" if rcs == [0, 0] else "stuck"
             notes = [f"rcs {rcs}"] + ([text(refused[0]).split("Another run holds")[-1][:120]] if refused else [])
-            problems = broken(namespace, {"figures": before, "services": services, "database": database, "secrets": secrets,
-                                          "replicas": {"langfuse-web": 1, "langfuse-worker": 1}})
+            problems = broken(namespace, expect)
             table.add("2 at once", f"{name}.yml x2", outcome, problems, notes, time.monotonic() - started)
         cleanup(namespace)
 
