@@ -150,7 +150,7 @@ def broken(namespace, expect):
     cronjobs = (get(namespace, "cronjobs") or {}).get("items", [])
     if [c for c in cronjobs if c["spec"].get("suspend")]:
         problems.append("backup CronJobs left suspended")
-    deployments = {d["metadata"]["name"]: d["spec"].get("replicas") for d in (get(namespace, "deployments") or {}).get("items", [])}
+    deployments = replicas_of(namespace)
     for name, replicas in expect.get("replicas", {}).items():
         if deployments.get(name) != replicas:
             problems.append(f"{name} at {deployments.get(name)} replicas, not {replicas}")
@@ -219,12 +219,13 @@ def scenario_install(table, services, points, named):
         base = {"postgres_database": database, "clickhouse_operator_database": database}
         reference = f"crash-i-{uuid.uuid4().hex[:6]}"
         tasks = tasks_of("install", {"langfuse_namespace": reference, **base})
+        replicas = replicas_of(reference)
         cleanup(reference)
         kill_points = spread(tasks, points) + ([("Install or upgrade the Langfuse release", 2.0)] if named else [])
         for point in kill_points:
             namespace = f"crash-i-{uuid.uuid4().hex[:6]}"
             # The app secrets are the killed run's, read after it (none, when it died before making them).
-            expect = {**baseline(services, database, namespace), "version": "3.224.1"}
+            expect = {**baseline(services, database, namespace, replicas), "version": "3.224.1"}
             kill_and_recover(table, "install", "install", {"langfuse_namespace": namespace, **base}, point, expect,
                              after_kill=lambda ns=namespace, e=expect: e.update(secrets=app_secrets(ns)))
             cleanup(namespace)
@@ -239,11 +240,16 @@ def installed(services, database, prefix, **extra):
     return namespace, variables
 
 
-def baseline(services, database, namespace, **more):
-    """What must hold after every kill point of a scenario: the data as now, the app secrets as now, one web and
-    one worker pod (the local inventory's), and `more`."""
+def replicas_of(namespace):
+    return {d["metadata"]["name"]: d["spec"].get("replicas") for d in (get(namespace, "deployments") or {}).get("items", [])
+            if d["metadata"]["name"] in ("langfuse-web", "langfuse-worker")}
+
+
+def baseline(services, database, namespace, replicas=None, **more):
+    """What must hold after every kill point of a scenario: the data as now, the app secrets as now, web and worker
+    at the replicas they have now (or `replicas`), and `more`."""
     return {"figures": figures(services, database), "services": services, "database": database,
-            "secrets": app_secrets(namespace), "replicas": {"langfuse-web": 1, "langfuse-worker": 1}, **more}
+            "secrets": app_secrets(namespace), "replicas": replicas or replicas_of(namespace), **more}
 
 
 def scenario_upgrade(table, services, points, named):

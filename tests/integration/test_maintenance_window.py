@@ -77,8 +77,9 @@ def hanging_upgrade(namespace, version, tmp_path):
 
 def wait_pending(namespace, first):
     try:
-        wait_for("the worker step's helm upgrade, pending", lambda: [
-            r for r in history(namespace) if r["status"] == "pending-upgrade"], timeout=600)
+        # The newest revision: an earlier killed one keeps its pending-upgrade label in the history.
+        wait_for("the worker step's helm upgrade, pending", lambda: history(namespace)[-1]["status"] == "pending-upgrade",
+                 timeout=600)
         wait_for("helm at work on the release", lambda: helm_processes(namespace), timeout=60)
     except BaseException:
         first.kill()
@@ -160,7 +161,8 @@ def test_a_run_killed_in_its_helm_step_is_finished_by_the_ways_out_its_reruns_na
 
 def test_a_stale_lock_is_not_taken_over_by_a_check_mode_run(installed):
     namespace = installed
-    kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({
+    kubectl("-n", namespace, "delete", "lease", "langfuse-ops-lock", "--ignore-not-found")
+    kubectl("-n", namespace, "create", "-f", "-", input=json.dumps({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": "langfuse-ops-lock", "namespace": namespace,
                      "annotations": {"langfuse-ops.io/playbook": "restore.yml", "langfuse-ops.io/phase": "start"}},
