@@ -71,10 +71,10 @@ def tasks_of(name, variables):
 
 def spread(tasks, count, skip_preflight=True):
     """`count` task numbers spread over the run, from the first task after the lock is taken on."""
-    first = next((i for i, t in enumerate(tasks) if "lock" in t.lower()), 0) if skip_preflight else 0
+    first = next((i for i, t in enumerate(tasks) if "namespace_lock" in t), 0) if skip_preflight else 0
     span = len(tasks) - first - 1
-    # 1-based task numbers, from the task after the lock is taken to the last.
-    return sorted({first + 2 + (span * k) // count for k in range(count)})
+    # 1-based task numbers after the lock is taken, each in the middle of its share of the rest of the run.
+    return sorted({first + 2 + (span * (2 * k + 1)) // (2 * count) for k in range(count)})
 
 
 def way_out(out, name, variables):
