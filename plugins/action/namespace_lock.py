@@ -56,7 +56,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)  # pylint: disable=unused-variable
         if not HAS_KUBERNETES:
             raise AnsibleActionFail("namespace_lock needs the kubernetes Python package on the controller")
         api_client = config.new_client_from_config(config_file=args["kubeconfig"] or None, context=args["context"] or None)

@@ -55,7 +55,7 @@ def helm_pending(history):
 
 
 def _major(tag):
-    head = str(tag).split(".")[0]
+    head = str(tag).split(".", maxsplit=1)[0]
     return int(head) if head.isdigit() else 0
 
 

@@ -286,4 +286,4 @@ def _mark_ended(api, group, holder, stopped):  # pragma: no cover - part of rene
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(renew(json.loads(os.environ["LANGFUSE_OPS_LOCK_RENEWER"])))
+    raise SystemExit(renew(json.loads(os.environ["LANGFUSE_OPS_LOCK_RENEWER"])))

@@ -52,7 +52,7 @@ def playbook(name, variables, env=None, timeout=1500):
     proc = subprocess.Popen(["ansible-playbook", "-i", "inventories/local", f"playbooks/{name}.yml", "-e", json.dumps(variables)],
                             cwd=REPO, env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    out, _ = proc.communicate(timeout=timeout)
+    out = proc.communicate(timeout=timeout)[0]
     return proc.returncode, out, time.monotonic() - started
 
 
@@ -63,7 +63,7 @@ def text(out):
 def tasks_of(name, variables):
     """A reference run's tasks, in order (it changes the cluster like any run: callers account for it)."""
     with tempfile.NamedTemporaryFile("r", suffix=".tasks") as log:
-        rc, out, _ = playbook(name, variables, {"CRASH_TASK_LOG": log.name})
+        rc, out, _seconds = playbook(name, variables, {"CRASH_TASK_LOG": log.name})
         if rc != 0:
             raise SystemExit(f"reference run of {name}.yml failed:\n{out[-3000:]}")
         return [line.split("\t", 1)[1].strip() for line in Path(log.name).read_text().splitlines() if "\t" in line]
@@ -80,7 +80,7 @@ def spread(tasks, count, skip_preflight=True):
 def way_out(out, name, variables):
     """What a refusal says to run: (playbook, variables) or None."""
     said = text(out)
-    extra = {key: value for key, value in re.findall(r"-e (" + "|".join(WAYS_OUT) + r")=([a-z0-9-]+)", said)}
+    extra = dict(re.findall(r"-e (" + "|".join(WAYS_OUT) + r")=([a-z0-9-]+)", said))
     if extra and any(variables.get(k) != v for k, v in extra.items()):
         return name, {**variables, **extra}
     command = re.search(r"(?:Finish the restore first|Finish that phase first): ansible-playbook playbooks/(\w+)\.yml((?: -e \w+=[\w.-]+)*)", said)
@@ -96,7 +96,7 @@ def recover(name, variables):
     Returns (outcome, notes): converged, refused (with a named way out, then converged) or stuck."""
     notes, refused, current = [], False, (name, dict(variables))
     for _attempt in range(6):
-        rc, out, _ = playbook(*current)
+        rc, out, _seconds = playbook(*current)
         if rc == 0 and current[0] == name:
             return ("refused" if refused else "converged"), notes
         if rc == 0:
@@ -104,12 +104,12 @@ def recover(name, variables):
             continue
         found = way_out(out, *current)
         if not found:
-            tail = [line for line in text(out).split("msg:")[-1:]][0][:400]
+            tail = text(out).rsplit("msg:", maxsplit=1)[-1][:400]
             notes.append(f"{current[0]}.yml refused with no way out: {tail}")
             return "stuck", notes
         refused = True
-        notes.append(f"{current[0]}.yml named: {found[0]}.yml " + " ".join(f"-e {k}={v}" for k, v in found[1].items()
-                                                                            if k in WAYS_OUT or k.startswith(('restore_confirm', 'upgrade_phase'))))
+        named = " ".join(f"-e {k}={v}" for k, v in found[1].items() if k in WAYS_OUT or k.startswith(("restore_confirm", "upgrade_phase")))
+        notes.append(f"{current[0]}.yml named: {found[0]}.yml {named}")
         current = found
     return "stuck", notes + ["no convergence after 6 runs"]
 
@@ -199,7 +199,7 @@ def kill_and_recover(table, scenario, name, variables, point, expect, after_kill
             env["CRASH_KILL_AT"] = str(point)
         else:
             env["CRASH_KILL_TASK"], env["CRASH_KILL_AFTER"] = point[0], str(point[1])
-        rc, out, _ = playbook(name, variables, env)
+        rc, out, _seconds = playbook(name, variables, env)
         hit = Path(marker.name).read_text().strip().replace("\t", " ")
     label = f"{name}.yml @ {hit or 'ended first'}"[:52]
     if after_kill:
@@ -234,7 +234,7 @@ def scenario_install(table, services, points, named):
 def installed(services, database, prefix, **extra):
     namespace = f"crash-{prefix}-{uuid.uuid4().hex[:6]}"
     variables = {"langfuse_namespace": namespace, "postgres_database": database, "clickhouse_operator_database": database, **extra}
-    rc, out, _ = playbook("install", variables)
+    rc, out, _seconds = playbook("install", variables)
     if rc != 0:
         raise SystemExit(f"install for {prefix} failed:\n{out[-3000:]}")
     return namespace, variables
@@ -282,7 +282,7 @@ def scenario_restore(table, services, points, named):
     with migrated_databases(services, "crash") as database:
         seed(services, database)
         namespace, base = installed(services, database, "r")
-        rc, out, _ = playbook("backup", base)
+        rc, out, _seconds = playbook("backup", base)
         if rc != 0:
             raise SystemExit(f"backup for restore failed:\n{out[-3000:]}")
         expect = baseline(services, database, namespace)  # the data as backed up: what every restore must bring back
@@ -306,7 +306,7 @@ def scenario_v4(table, services, points, named):
             conn.execute(BACKGROUND_DDL)
         namespace, base = installed(services, database, "v4")
         expect = baseline(services, database, namespace, version="4.4.0")
-        rc, out, _ = playbook("upgrade", {**base, **V4, **QUICK, "upgrade_phase": "infra"})
+        rc, out, _seconds = playbook("upgrade", {**base, **V4, **QUICK, "upgrade_phase": "infra"})
         if rc != 0:
             raise SystemExit(f"phase infra failed:\n{out[-3000:]}")
         for phase, point, extra in (("dual", ("Move the worker", 4.0), {}),
@@ -330,13 +330,13 @@ def two_at_once(table, services):
             started = time.monotonic()
             procs = [subprocess.Popen(["ansible-playbook", "-i", "inventories/local", f"playbooks/{name}.yml", "-e",
                                        json.dumps({"backup_cron_bucket": BACKUP_BUCKET, **variables})], cwd=REPO,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _run in range(2)]
             outs = [p.communicate(timeout=1500)[0] for p in procs]
             rcs = [p.returncode for p in procs]
             refused = [o for o, rc in zip(outs, rcs) if rc != 0]
             named = all("Another run holds namespace" in text(o) or "took the lock on namespace" in text(o) for o in refused)
             outcome = "refused" if refused and named and 0 in rcs else "converged" if rcs == [0, 0] else "stuck"
-            notes = [f"rcs {rcs}"] + ([text(refused[0]).split("Another run holds")[-1][:120]] if refused else [])
+            notes = [f"rcs {rcs}"] + ([text(refused[0]).rsplit("Another run holds", maxsplit=1)[-1][:120]] if refused else [])
             problems = broken(namespace, expect)
             table.add("2 at once", f"{name}.yml x2", outcome, problems, notes, time.monotonic() - started)
         cleanup(namespace)
@@ -352,7 +352,7 @@ SCENARIOS = {"install": scenario_install, "upgrade": scenario_upgrade, "backup":
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--points", type=int, default=10, help="spread kill points per playbook (named ones come on top)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS) + ",twice")
     parser.add_argument("--no-named", action="store_true", help="leave out the named kill points")

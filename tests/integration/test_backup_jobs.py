@@ -14,7 +14,6 @@ import json
 import re
 import subprocess
 import time
-import uuid
 
 import pytest
 import yaml
@@ -110,7 +109,7 @@ def this_runs_job(namespace, proc, timeout=300):
 
 
 def test_each_run_starts_jobs_of_its_own_name_with_a_ttl(backups, tmp_path):
-    for _ in range(2):
+    for _run in range(2):
         proc = backup_now(tmp_path, backups)
         assert proc.returncode == 0, proc.stdout[-4000:]
     started = jobs(backups, f"langfuse-ops.io/backup-reason={REASON}")
@@ -130,7 +129,7 @@ def test_a_running_backup_job_is_waited_for_and_the_cronjob_suspended_meanwhile(
     labels = {**BACKUP_LABELS, "app.kubernetes.io/instance": CRONJOB}
     apply({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "scheduled-run", "namespace": backups, "labels": labels},
            "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": labels},
-                                                     "spec": pod_spec(["sh", "-c", 'sleep "$SECONDS_TO_SLEEP"'])}}})
+                                                    "spec": pod_spec(["sh", "-c", 'sleep "$SECONDS_TO_SLEEP"'])}}})
     proc = backup_now(tmp_path, backups, wait=False)
     mine = this_runs_job(backups, proc)
     # While this run's Job runs, the CronJob is suspended by backup_now.

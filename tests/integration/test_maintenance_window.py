@@ -3,13 +3,15 @@ killed while helm changes the release (issue 18).
 
 One install walked through it: an upgrade whose worker step hangs (its pods never become Ready, a test hook of
 the local cluster) holds the namespace's lock; a second upgrade started beside it is refused, naming it; then
-the first run's controller process alone is killed, as `kill <pid>` does, leaving helm's child behind. The
-lock's renewer must stop that helm and mark the lock as ended; the re-runs then name each way out in turn
+the first run's controller process alone is killed, as `kill <pid>` does (and as Ctrl-C does too: ansible-core
+2.19 runs each task's worker, and so helm, in a session of its own). The lock's renewer must stop that helm and
+mark the lock as ended; the re-runs then name each way out in turn
 (take over the stale lock, recover the pending release) and the last one finishes the upgrade.
 Langfuse's own pods do not run here (KWOK plays the nodes); what runs for real is the API server, Helm's
 release storage and the helm and ansible-playbook processes.
 """
 import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -119,7 +121,12 @@ def test_a_run_killed_in_its_helm_step_is_finished_by_the_ways_out_its_reruns_na
     namespace = installed
     first = hanging_upgrade(namespace, "3.225.5", tmp_path)
     wait_pending(namespace, first)
-    first.kill()  # the whole process group, helm with it, at once: nothing rolls back
+    # helm dies at once (OOM, a crashed machine), then the run's process group: nothing rolls back. (ansible-core
+    # 2.19 runs each task's worker in a session of its own, so a group kill alone does not reach helm; the renewer
+    # does, and helm then rolls back, as the test above shows.)
+    for pid, _args in helm_processes(namespace):
+        os.kill(pid, 9)
+    first.kill()
     wait_for("the renewer to mark the lock ended", lambda: (lease(namespace) or {}).get("metadata", {})
              .get("annotations", {}).get("langfuse-ops.io/holder-ended"), timeout=90)
     assert history(namespace)[-1]["status"] == "pending-upgrade"

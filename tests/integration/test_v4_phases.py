@@ -140,7 +140,8 @@ def test_a_lost_record_is_refused_with_both_facts_then_repaired_from_the_release
     said = text(refused)
     assert ("no phase recorded (ConfigMap missing or empty), but the release runs Langfuse web 4.4.0 / worker 4.4.0 in write "
             "mode dual") in said, refused.stdout[-3000:]
-    assert f"This run changed nothing. If the release is right, rewrite the record from it (phase dual) with: ansible-playbook playbooks/install.yml -e langfuse_helm_v4_record_repair={namespace}" in said
+    assert ("This run changed nothing. If the release is right, rewrite the record from it (phase dual) with: ansible-playbook "
+            f"playbooks/install.yml -e langfuse_helm_v4_record_repair={namespace}") in said
     assert len(revisions(namespace)) == count and state(namespace) is None
     assert env(namespace, "web")[1]["LANGFUSE_MIGRATION_V4_WRITE_MODE"] == "dual"
     repaired = playbook("install", {"langfuse_namespace": namespace, **V4, **walk_databases(walk),

@@ -24,7 +24,6 @@ DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DATE_TIME = r"\d{14}"
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def plugin_loader():
     """Ansible's plugin loader, for the filters and lookups the tasks use. Set up when these tests run, not when
@@ -162,7 +161,7 @@ def test_job_names_fit_kubernetes_and_carry_the_date_time_and_a_random_suffix(cr
 
 
 def test_two_runs_in_the_same_second_get_different_names():
-    names = {job_names("langfuse-backup-postgres", "on-demand")[1] for _ in range(20)}
+    names = {job_names("langfuse-backup-postgres", "on-demand")[1] for _name in range(20)}
     assert len(names) == 20
 
 
@@ -203,7 +202,7 @@ def test_restore_job_names_fit_kubernetes_with_or_without_a_stamp(kind, stamp):
     name_task = task("restore_job.yml", "Name the restore Job")
     restore = {"kind": kind, "backup_id": "x", **({} if stamp is None else {"stamp": stamp})}
     names = {render({"backup_cron_restore": restore}, name_task["ansible.builtin.set_fact"]["backup_cron_restore_job_name"])
-             for _ in range(5)}
+             for _name in range(5)}
     assert len(names) == 5
     for name in names:
         assert len(name) <= 63 and DNS_1123.match(name), name

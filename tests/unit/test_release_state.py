@@ -46,8 +46,8 @@ def manifest(web="4.4.0", worker="4.4.0", worker_env=None, web_env=None, fullnam
     def deployment(component, tag, env):
         return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": f"{fullname}-{component}"},
                 "spec": {"template": {"spec": {"containers": [{"name": f"langfuse-{component}",
-                                                                "image": f"docker.langfuse.com/langfuse/langfuse:{tag}",
-                                                                "env": [{"name": k, "value": v} for k, v in (env or {}).items()]}]}}}}
+                                                               "image": f"docker.langfuse.com/langfuse/langfuse:{tag}",
+                                                               "env": [{"name": k, "value": v} for k, v in (env or {}).items()]}]}}}}
     docs = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"{fullname}-web"}},
             deployment("web", web, web_env), deployment("worker", worker, worker_env)]
     return yaml.safe_dump_all(docs)

@@ -62,4 +62,3 @@ class CallbackModule(CallbackBase):
             threading.Timer(self.after, kill).start()
         else:
             kill()
-
