@@ -64,10 +64,12 @@ def _image_tag(image):
 
 
 def v4_deployed_phase(manifest, fullname):
-    """The write state a release's manifest runs: {present, phase, web, worker, mode, backfill}, phase being
+    """The write state a release's manifest (YAML text, or its list of documents) runs: {present, phase, web, worker, mode, backfill}, phase being
     v3 (a 3.x web image), dual, backfill, events_only or legacy; present False without a web Deployment."""
     containers = {}
-    for doc in yaml.safe_load_all(manifest or ""):
+    # kubernetes.core.helm_info returns the manifest as its list of documents; `helm get manifest` prints YAML.
+    docs = yaml.safe_load_all(manifest) if isinstance(manifest, str) else list(manifest or [])
+    for doc in docs:
         if not isinstance(doc, dict) or doc.get("kind") != "Deployment":
             continue
         name = (doc.get("metadata") or {}).get("name", "")

@@ -69,6 +69,11 @@ def test_the_write_state_the_manifest_runs(text, phase):
     assert v4_deployed_phase(text, "langfuse")["phase"] == phase
 
 
+def test_the_manifest_as_helm_info_returns_it_a_list_of_documents():
+    documents = list(yaml.safe_load_all(manifest(worker_env=DUAL, web_env=DUAL)))
+    assert v4_deployed_phase(documents, "langfuse")["phase"] == "dual"
+
+
 def test_no_web_deployment_is_no_release():
     assert not v4_deployed_phase("", "langfuse")["present"]
     assert not v4_deployed_phase(manifest(fullname="other-langfuse"), "langfuse")["present"]
