@@ -21,7 +21,6 @@ import datetime
 import json
 import os
 import signal
-import sys
 import time
 
 LEASE_NAME = "langfuse-ops-lock"
