@@ -161,7 +161,7 @@ class ActionModule(ActionBase):
                     f"run it again once that run has ended.")
             raise
         if not args["holder"]:  # a later step of the same run has its renewer already
-            self._start_renewer(args, namespace, holder, controller)
+            self._start_renewer(args, namespace, holder, controller, who)
         message = f"This run holds the lock on {namespace} ({args['playbook']})."
         if verdict["action"] == "take_over":
             inherited = [name for name in lock.suspended_by_lock(self._cronjobs(namespace)) if name not in suspended]
@@ -180,6 +180,11 @@ class ActionModule(ActionBase):
         namespace = args["namespace"]
         if check or not args["holder"]:
             return {"msg": f"This run held no lock on {namespace}."}
+        # First the renewer, which would write a deleted Lease again.
+        if not lock.stop_renewer(args["holder"]):
+            raise AnsibleActionFail(f"The lock renewer of this run did not stop; the lock on {namespace} is left held. "
+                                    f"It goes stale once that process is stopped (its pid is in "
+                                    f"{lock.renewer_file(args['holder'])}).")
         lease = self._read(namespace)
         if lease is None or (lease.get("spec") or {}).get("holderIdentity") != args["holder"]:
             return {"msg": f"The lock on {namespace} is not this run's any more; left as it is."}
@@ -233,11 +238,12 @@ class ActionModule(ActionBase):
 
     # -- the renewer --------------------------------------------------------------------------------------
 
-    def _start_renewer(self, args, namespace, holder, controller):
+    def _start_renewer(self, args, namespace, holder, controller, who):
         settings = {"kubeconfig": args["kubeconfig"] or "", "context": args["context"] or "", "namespace": namespace,
                     "holder": holder, "duration": args["lease_seconds"], "controller_pid": controller,
-                    "controller_start": lock.process_start(controller)}
+                    "controller_start": lock.process_start(controller), "playbook": args["playbook"], "controller": who}
         env = dict(os.environ, LANGFUSE_OPS_LOCK_RENEWER=json.dumps(settings))
         # A session of its own: a kill of the run's process group leaves it to tidy up after the run.
-        subprocess.Popen([sys.executable, lock.__file__], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        renewer = subprocess.Popen([sys.executable, lock.__file__], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        lock.note_renewer(holder, renewer.pid)

@@ -12,15 +12,19 @@ stale lease and refuses until it is told to take over (`-e langfuse_take_over_lo
 a person can tell that the dead run's work is to be checked and finished rather than waited for.
 
 Run as a script (`python namespace_lock.py`), this file is the renewer; it reads its settings as JSON from
-the environment variable LANGFUSE_OPS_LOCK_RENEWER.
+the environment variable LANGFUSE_OPS_LOCK_RENEWER. The run's release stops it (SIGTERM, found by the file
+`renewer_file` names) before it deletes the Lease, so a Lease that goes missing while the renewer lives was
+deleted by somebody else: the renewer writes it again, noting so, and the run stays the only one.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import signal
+import tempfile
 import time
 
 LEASE_NAME = "langfuse-ops-lock"
@@ -31,6 +35,7 @@ PHASE = ANNOTATION + "phase"
 CONTROLLER = ANNOTATION + "controller"
 ENDED = ANNOTATION + "holder-ended"
 STOPPED = ANNOTATION + "stopped-processes"
+RECREATED = ANNOTATION + "recreated"
 # On a backup CronJob this lock suspended: "namespace_lock <playbook> <holder>". The mark lives on the CronJob, not
 # in the Lease, so that it outlives a lost Lease; backup_cron's backup_now marks its own "backup_now ...".
 SUSPENDED_BY = ANNOTATION + "suspended-by"
@@ -227,16 +232,54 @@ def stop_processes(snapshot, grace=30.0):
     return sorted(set(alive.values()))
 
 
+def renewer_file(holder):
+    """Where the run's renewer is noted (its pid and start time), for the run's release to stop it."""
+    return os.path.join(tempfile.gettempdir(), f"langfuse-ops-lock-{hashlib.sha256(holder.encode()).hexdigest()[:16]}.json")
+
+
+def note_renewer(holder, pid):
+    with open(renewer_file(holder), "w", encoding="utf-8") as handle:
+        json.dump({"pid": pid, "start": process_start(pid)}, handle)
+
+
+def stop_renewer(holder, wait=10.0):
+    """Stops the run's renewer (before the release deletes the Lease, which the renewer would otherwise write
+    again); True when none is left running."""
+    path = renewer_file(holder)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            noted = json.load(handle)
+    except (OSError, ValueError):
+        return True
+    pid = noted.get("pid")
+    if pid and noted.get("start") and process_start(pid) == noted["start"]:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+        deadline = time.monotonic() + wait
+        while process_start(pid) == noted["start"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if process_start(pid) == noted["start"]:
+            return False
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    return True
+
+
 def renew(settings):  # pragma: no cover - runs as a process of its own; tests/integration/test_maintenance_window.py
     """Keeps the Lease while the controller lives; see the module docstring."""
     from kubernetes import client, config
 
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # the run's release: it deletes the Lease next
     api = client.CustomObjectsApi(config.new_client_from_config(config_file=settings.get("kubeconfig") or None,
                                                                 context=settings.get("context") or None))
     group = ("coordination.k8s.io", "v1", settings["namespace"], "leases", LEASE_NAME)
     controller, controller_start = settings["controller_pid"], settings["controller_start"]
     interval = max(1.0, settings["duration"] / 3.0)
-    snapshot, last_renewal = {}, 0.0
+    snapshot, last_renewal, known = {}, 0.0, None
     while True:
         if process_start(controller) != controller_start:
             stopped = stop_processes(snapshot)
@@ -248,16 +291,21 @@ def renew(settings):  # pragma: no cover - runs as a process of its own; tests/i
                 lease = api.get_namespaced_custom_object(*group)
             except client.ApiException as exc:
                 if exc.status == 404:
-                    return 0  # released
+                    # Deleted under a live run (someone "cleaned up"): write it again, or a second run could start.
+                    _recreate(api, group, settings, known)
+                    time.sleep(1)
+                    continue
                 time.sleep(1)
                 continue
             except Exception:  # the API server away for a moment: try again, the lease has slack
                 time.sleep(1)
                 continue
             if lease["spec"].get("holderIdentity") != settings["holder"]:
-                # Taken over while this run was frozen (a sleeping laptop): it must not go on changing anything.
+                # Taken over while this run was frozen (a sleeping laptop), or taken by another run after somebody
+                # deleted it: this run must not go on changing anything.
                 stop_processes({controller: (controller_start, "ansible-playbook"), **snapshot})
                 return 0
+            known = lease
             lease["spec"]["renewTime"] = format_time(datetime.datetime.now(datetime.timezone.utc))
             try:
                 api.replace_namespaced_custom_object(*group, lease)
@@ -265,6 +313,29 @@ def renew(settings):  # pragma: no cover - runs as a process of its own; tests/i
             except Exception:
                 pass  # a conflict (the plugin changed a step) or a hiccup: next tick
         time.sleep(1.0)
+
+
+def recreated_lease(settings, known, now):
+    """The Lease to write again after somebody deleted it under the live run: the same holder and notes (the last
+    ones read), marked with when it was found missing."""
+    notes = ((known or {}).get("metadata") or {}).get("annotations") or {}
+    body = lease_body(settings["namespace"], settings["holder"], now, settings["duration"],
+                      notes.get(PLAYBOOK, settings.get("playbook", "a run")), notes.get(PHASE, "start"),
+                      notes.get(CONTROLLER, settings.get("controller", "")),
+                      transitions=int(((known or {}).get("spec") or {}).get("leaseTransitions") or 0))
+    if known:
+        body["spec"]["acquireTime"] = known["spec"].get("acquireTime") or body["spec"]["acquireTime"]
+    body["metadata"]["annotations"][RECREATED] = (f"{format_time(now)}: the Lease was deleted while this run held it, "
+                                                  "and written again by the run's renewer")
+    return body
+
+
+def _recreate(api, group, settings, known):  # pragma: no cover - part of renew()
+    body = recreated_lease(settings, known, datetime.datetime.now(datetime.timezone.utc))
+    try:
+        api.create_namespaced_custom_object(*group[:4], body)
+    except Exception:  # pylint: disable=broad-except
+        pass  # another run took it in the gap (the next read stops this one), or a hiccup: next tick
 
 
 def _mark_ended(api, group, holder, stopped):  # pragma: no cover - part of renew()

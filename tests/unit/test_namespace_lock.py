@@ -142,3 +142,35 @@ def test_a_lost_restore_record_is_still_seen_on_the_workloads():
     marked = [deployment("langfuse-web", {"langfuse-ops.io/restore-replicas": "3"}), deployment("langfuse-worker")]
     message = lock.unfinished_restore({}, marked, "langfuse", "install.yml", "langfuse-restore")
     assert "its record langfuse-restore is gone, but langfuse-web still carry the replicas" in message
+
+
+def test_a_lease_deleted_under_a_live_run_is_written_again_as_it_was():
+    known = lease(holder="alice@ops/4242/abcd", playbook="upgrade.yml", phase="web")
+    known["spec"]["acquireTime"] = "2026-12-03T10:00:00.000000Z"
+    now = datetime.datetime(2026, 12, 3, 10, 5, tzinfo=datetime.timezone.utc)
+    body = lock.recreated_lease({"namespace": "langfuse", "holder": "alice@ops/4242/abcd", "duration": 30}, known, now)
+    assert body["spec"]["holderIdentity"] == "alice@ops/4242/abcd"
+    assert body["spec"]["acquireTime"] == "2026-12-03T10:00:00.000000Z"
+    assert body["spec"]["renewTime"] == lock.format_time(now)
+    notes = body["metadata"]["annotations"]
+    assert notes[lock.PLAYBOOK] == "upgrade.yml" and notes[lock.PHASE] == "web"
+    assert "deleted while this run held it" in notes[lock.RECREATED]
+    assert "resourceVersion" not in body["metadata"]  # a create: it fails if another run took the name meanwhile
+
+
+def test_the_release_stops_the_runs_renewer_and_only_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(lock.tempfile, "gettempdir", lambda: str(tmp_path))
+    renewer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.note_renewer("run-a", renewer.pid)
+        assert lock.stop_renewer("run-b") is True  # no renewer noted for that run: nothing to stop
+        assert renewer.poll() is None
+        assert lock.stop_renewer("run-a") is True
+        assert renewer.wait(timeout=5) == -15
+        assert bystander.poll() is None
+        assert not os.path.exists(lock.renewer_file("run-a"))
+    finally:
+        for process in (renewer, bystander):
+            process.kill()
+            process.wait()
