@@ -133,6 +133,18 @@ def _says(deployed):
             f"{' with the historic backfill on' if deployed.get('backfill') else ''}")
 
 
+def unfinished_jobs(jobs):
+    """The names of the Jobs (as k8s_info returns them) with no Complete or Failed condition yet: still running,
+    or not started. A Job a killed run left running keeps going in the cluster."""
+    names = []
+    for job in jobs or []:
+        conditions = ((job or {}).get("status") or {}).get("conditions") or []
+        if not any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions):
+            names.append(job["metadata"]["name"])
+    return sorted(names)
+
+
 class FilterModule:
     def filters(self):
-        return {"helm_pending": helm_pending, "v4_deployed_phase": v4_deployed_phase, "v4_record_problem": v4_record_problem}
+        return {"helm_pending": helm_pending, "v4_deployed_phase": v4_deployed_phase, "v4_record_problem": v4_record_problem,
+                "unfinished_jobs": unfinished_jobs}

@@ -312,6 +312,12 @@ def test_a_restore_killed_after_its_scale_down_is_finished_by_its_rerun(installe
     assert not [d for d in deployments if "langfuse-ops.io/restore-replicas" in d["metadata"].get("annotations", {})]
     cronjobs = json.loads(kubectl("-n", namespace, "get", "cronjobs", "-o", "json").stdout)["items"]
     assert not [c["metadata"]["name"] for c in cronjobs if c["spec"].get("suspend")]
+    # The killed run's restore Job went on in the cluster; the re-run started its own only once that one ended.
+    jobs = json.loads(kubectl("-n", namespace, "get", "jobs", "-l", "app.kubernetes.io/component=restore", "-o", "json").stdout)["items"]
+    spans = sorted((j["metadata"]["creationTimestamp"], max(c["lastTransitionTime"] for c in j["status"]["conditions"]),
+                    j["metadata"]["name"]) for j in jobs)
+    assert len(spans) >= 2, spans
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans
 
 
 def test_a_job_from_each_backup_cronjob_completes(installed):

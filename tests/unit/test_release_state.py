@@ -127,3 +127,16 @@ def test_a_started_dual_may_be_rolled_back():
     assert problem(record, manifest("3.225.4", "4.4.0", worker_env=DUAL), requested="rollback") == ""
     assert problem(record, manifest("3.225.4", "4.4.0", worker_env=DUAL), requested="dual") == ""
     assert "-e upgrade_phase=dual" in problem(record, manifest("3.225.4", "4.4.0", worker_env=DUAL))
+
+
+def test_unfinished_jobs_are_those_with_no_final_condition():
+    from ansible_collections.langfuse_ops.platform.plugins.filter.release_state import unfinished_jobs
+
+    def job(name, *conditions):
+        return {"metadata": {"name": name}, "status": {"conditions": [{"type": t, "status": s} for t, s in conditions]}}
+
+    jobs = [job("running"), job("done", ("Complete", "True")), job("failed", ("Failed", "True")),
+            job("suspended", ("Suspended", "True")), job("not-yet-failed", ("Failed", "False")),
+            {"metadata": {"name": "no-status"}}]
+    assert unfinished_jobs(jobs) == ["no-status", "not-yet-failed", "running", "suspended"]
+    assert unfinished_jobs([]) == [] and unfinished_jobs(None) == []
