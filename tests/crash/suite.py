@@ -8,7 +8,8 @@ that refuses, follows the way out its message names (`-e langfuse_take_over_lock
 `-e langfuse_helm_recover_pending=...`, or the playbook command it gives) and then the same command once more.
 Then it checks the invariants: Postgres and ClickHouse row counts and checksums as they should be, app-secret
 fingerprints unchanged, the write mode never events_only without the cut-over's confirmation, web and worker at
-their replicas, no Helm release pending, no lock left, no backup CronJob left suspended. It also starts two runs
+their replicas, no Helm release pending, no lock left, no backup CronJob left suspended, no upgrade or
+restore record left started. It also starts two runs
 of each playbook together: one must be refused, naming the other, and both must leave the invariants.
 
 It prints one table (playbook, kill points, converged, refused with a named way out, stuck, lost) and exits 1
@@ -150,6 +151,10 @@ def broken(namespace, expect):
     cronjobs = (get(namespace, "cronjobs") or {}).get("items", [])
     if [c for c in cronjobs if c["spec"].get("suspend")]:
         problems.append("backup CronJobs left suspended")
+    for record in ("langfuse-upgrade", "langfuse-restore"):
+        state = ((get(namespace, "configmap", record) or {}).get("data") or {}).get("state")
+        if state == "started":
+            problems.append(f"{record} record left started")
     deployments = replicas_of(namespace)
     for name, replicas in expect.get("replicas", {}).items():
         if deployments.get(name) != replicas:

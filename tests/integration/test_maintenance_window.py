@@ -3,7 +3,8 @@ killed while helm changes the release (issue 18).
 
 One install walked through it: an upgrade whose worker step hangs (its pods never become Ready, a test hook of
 the local cluster) holds the namespace's lock; a second upgrade started beside it is refused, naming it; then
-the first run's controller process alone is killed, as `kill <pid>` does (and as Ctrl-C does too: ansible-core
+somebody deletes the Lease and the first run's renewer writes it again; then the first run's controller process
+alone is killed, as `kill <pid>` does (and as Ctrl-C does too: ansible-core
 2.19 runs each task's worker, and so helm, in a session of its own). The lock's renewer must stop that helm and
 mark the lock as ended; the re-runs then name each way out in turn
 (take over the stale lock, recover the pending release) and the last one finishes the upgrade.
@@ -37,6 +38,10 @@ def installed(cluster, services):
 def lease(namespace):
     proc = kubectl("-n", namespace, "get", "lease", "langfuse-ops-lock", "-o", "json", check=False)
     return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def upgrade_record(namespace):
+    return json.loads(kubectl("-n", namespace, "get", "configmap", "langfuse-upgrade", "-o", "json").stdout)["data"]
 
 
 def history(namespace):
@@ -99,6 +104,13 @@ def test_a_second_run_is_refused_and_a_killed_controller_leaves_no_helm_behind(i
     assert f"Another run holds namespace {namespace}: upgrade.yml run by" in text(second.stdout), second.stdout[-3000:]
     assert "changed nothing" in text(second.stdout)
 
+    # Somebody "cleans up" the Lease under the live run: its renewer writes it again, the same holder's.
+    holder = lease(namespace)["spec"]["holderIdentity"]
+    kubectl("-n", namespace, "delete", "lease", "langfuse-ops-lock")
+    back = wait_for("the renewer to write the deleted Lease again", lambda: lease(namespace), timeout=60, interval=1)
+    assert back["spec"]["holderIdentity"] == holder
+    assert "deleted while this run held it" in back["metadata"]["annotations"]["langfuse-ops.io/recreated"]
+
     first.kill(group=False)  # the controller alone, as `kill <pid>` does: its helm child would go on by itself
     wait_for("the renewer to mark the lock ended", lambda: (lease(namespace) or {}).get("metadata", {})
              .get("annotations", {}).get("langfuse-ops.io/holder-ended"), timeout=90)
@@ -131,6 +143,10 @@ def test_a_run_killed_in_its_helm_step_is_finished_by_the_ways_out_its_reruns_na
              .get("annotations", {}).get("langfuse-ops.io/holder-ended"), timeout=90)
     assert history(namespace)[-1]["status"] == "pending-upgrade"
     deployed = [r["revision"] for r in history(namespace) if r["status"] == "deployed"][-1]
+    # The killed run left its progress in the cluster: where it started, where it went, the step it reached.
+    record = upgrade_record(namespace)
+    assert (record["state"], record["step"]) == ("started", "worker to 3.225.5"), record
+    assert json.loads(record["from"])["revision"] == str(deployed) and json.loads(record["to"])["web"] == "3.225.5"
 
     stale = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": "3.225.5"})
     assert stale.returncode != 0
@@ -151,6 +167,9 @@ def test_a_run_killed_in_its_helm_step_is_finished_by_the_ways_out_its_reruns_na
                                 "langfuse_helm_recover_pending": namespace})
     assert done.returncode == 0, done.stdout[-4000:]
     assert "Health: OK, version 3.225.5" in done.stdout
+    assert f"RESUMING the upgrade started {record['started']} from Langfuse" in text(done.stdout), done.stdout[-4000:]
+    assert f"on a failure it returns to revision {deployed}." in text(done.stdout)
+    assert upgrade_record(namespace)["state"] == "done"
     # The killed revision keeps its pending-upgrade label in the history (helm rollback does not rewrite it), but a
     # rollback to the deployed one came after it, and the upgrade after that.
     after = history(namespace)
