@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: venv binaries cluster-up cluster-down services-up services-down localenv-up localenv-down \
-        local-install lint syntax sanity unit integration molecule crash crash-ci test upstream-check clean
+        local-install lint syntax sanity unit integration integration-full molecule crash crash-ci test test-full upstream-check clean
 
 venv: $(VENV)/.installed $(COLLECTION_LINK)
 
@@ -69,11 +69,16 @@ sanity: venv
 	$(LOCALENV)/system-packages.sh
 	tests/run-sanity.sh
 
+# The fast tier: no cluster, on every core (one file per worker, as the files share their fixtures).
 unit: venv
-	tests/pytest.sh tests/unit
+	tests/pytest.sh tests/unit -n auto --dist loadfile
 
+# CI's tier of the integration tests; integration-full adds the ones tests/integration/groups.py keeps for it.
 integration: localenv-up
 	source <($(LOCALENV)/cluster.sh env) && source <($(LOCALENV)/services.sh env) && tests/run-integration.sh
+
+integration-full: localenv-up
+	source <($(LOCALENV)/cluster.sh env) && source <($(LOCALENV)/services.sh env) && INTEGRATION_TIER=full tests/run-integration.sh
 
 molecule: localenv-up
 	source <($(LOCALENV)/cluster.sh env) && source <($(LOCALENV)/services.sh env) && \
@@ -94,6 +99,10 @@ crash-ci: localenv-up
 
 test: venv
 	tests/run-all.sh
+
+# Every test, the integration tests' full tier included: before a release, or after a change to what that tier covers.
+test-full: venv
+	INTEGRATION_TIER=full tests/run-all.sh
 
 # The collection against the official charts (a langfuse-k8s git repository at UPSTREAM, never
 # committed here): not part of `make test`, since CI has no copy of them. See tests/upstream/check.py.

@@ -47,7 +47,7 @@ _load_exports("services.sh")
 # `make integration` (tests/run-integration.sh) runs the groups of tests/integration/groups.py side by side,
 # each as a pytest process of its own (`--group NAME`); BACKUP_BUCKET keeps each group's backups apart.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from groups import GROUPS  # noqa: E402 (this directory)
+from groups import FULL_TIER_ONLY, GROUPS  # noqa: E402 (this directory)
 
 BACKUP_BUCKET = "langfuse-backups" + (f"-{os.environ['LOCALENV_TEST_GROUP']}" if os.environ.get("LOCALENV_TEST_GROUP") else "")
 
@@ -55,12 +55,25 @@ BACKUP_BUCKET = "langfuse-backups" + (f"-{os.environ['LOCALENV_TEST_GROUP']}" if
 def pytest_addoption(parser):
     parser.addoption("--group", choices=sorted(set(GROUPS.values())),
                      help="run only the files of this group (tests/integration/groups.py)")
+    parser.addoption("--tier", choices=["ci", "full"], default="full",
+                     help="ci leaves out the tests groups.FULL_TIER_ONLY names (what CI runs); full runs every test")
 
 
 def pytest_collection_modifyitems(config, items):
     unknown = sorted({item.path.name for item in items if item.path.name not in GROUPS})
     if unknown:
         raise pytest.UsageError(f"tests/integration/groups.py has no group for {', '.join(unknown)}")
+    if config.getoption("tier") == "ci":
+        entries = [key.split("::") for key in FULL_TIER_ONLY]
+        drop = [item for item in items if any(item.path.name == path and item.name.startswith(name) for path, name in entries)]
+        files = {item.path.name for item in items}
+        stale = [f"{path}::{name}" for path, name in entries
+                 if path in files and not any(item.path.name == path and item.name.startswith(name) for item in items)]
+        if stale:
+            raise pytest.UsageError(f"tests/integration/groups.py FULL_TIER_ONLY names no test: {', '.join(stale)}")
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = [item for item in items if item not in drop]
     wanted = config.getoption("group")
     if wanted:
         drop = [item for item in items if GROUPS[item.path.name] != wanted]
