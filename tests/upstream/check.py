@@ -202,6 +202,80 @@ def table(rows):
     return "\n".join(lines)
 
 
+def v3_line(args, v3, v4s, namespaces, log):
+    """install v3, upgrade it, phases infra and dual, the lost record refused and repaired."""
+    rows = []
+    ns = f"uc-v3-{uuid.uuid4().hex[:5]}"
+    namespaces.append(ns)
+    v3_vars = chart_vars(v3[0], v3[1], "v3", v3[2])
+    first_v4 = v4s[0]
+    v4_vars = chart_vars(first_v4[1], first_v4[2], "v4", first_v4[3])
+    title = f"{args.v3_ref} -> {first_v4[0]}"
+    rows += run_line(title, ns, [
+        (f"install {v3[2]}", "install", v3_vars, False),
+        ("re-run install", "install", v3_vars, True),
+        (f"upgrade -> {args.v3_upgrade_to}", "upgrade", {**v3_vars, "langfuse_helm_app_version": args.v3_upgrade_to}, False),
+        # Debian's ClickHouse 18.16 has no system.disks: the headroom check is tested on chDB in the suite.
+        ("phase infra", "upgrade", {**v4_vars, "upgrade_phase": "infra", "upgrade_v4_disk_factor": 0}, False),
+        (f"phase dual -> {first_v4[3]}", "upgrade", {**v4_vars, "upgrade_phase": "dual"}, False),
+        ("re-run upgrade", "upgrade", v4_vars, True),
+        ("re-run install", "install", v4_vars, True),
+        # Issue 18: a lost record during dual must not make the next run cut over: it is refused from the
+        # write mode the official chart's manifest runs, and repaired from it.
+        ("record lost: install refused", "install", v4_vars,
+         "no phase recorded (ConfigMap missing or empty), but the release runs", delete_v4_record),
+        ("repair the record from the release", "install", {**v4_vars, "langfuse_helm_v4_record_repair": ns}, False),
+        ("re-run install", "install", v4_vars, True),
+    ], log)
+    rows += audit_rows(title, ns)
+    return rows
+
+
+def v4_lines(args, v4s, namespaces, log):
+    """install v4 on each v4 ref, upgrade it, re-runs."""
+    rows = []
+    for ref, chart_dir, version, app in v4s:
+        ns = f"uc-v4-{uuid.uuid4().hex[:5]}"
+        namespaces.append(ns)
+        v4_vars = chart_vars(chart_dir, version, "v4", app)
+        title = f"{ref} ({version})"
+        rows += run_line(title, ns, [
+            (f"install {app}", "install", v4_vars, False),
+            ("re-run install", "install", v4_vars, True),
+            (f"upgrade -> {args.v4_upgrade_to}", "upgrade", {**v4_vars, "langfuse_helm_app_version": args.v4_upgrade_to}, False),
+            ("re-run upgrade", "upgrade", {**v4_vars, "langfuse_helm_app_version": args.v4_upgrade_to}, True),
+            ("re-run install", "install", {**v4_vars, "langfuse_helm_app_version": args.v4_upgrade_to}, True),
+        ], log)
+        rows += audit_rows(title, ns)
+    return rows
+
+
+def argo_line(args, v3, v4s, namespaces, log):
+    """the v3 line's install and phases infra and dual with the web as an Argo Rollout."""
+    rows = []
+    # The same phased jump with the web as an Argo Rollout: the chart step, the worker and the web each
+    # move the Rollout through its gated canary (or, with an unchanged web template, leave it Healthy).
+    ns = f"uc-argo-{uuid.uuid4().hex[:5]}"
+    namespaces.append(ns)
+    argo = {"langfuse_helm_web_workload": "argo_rollout", "langfuse_helm_canary_observe_seconds": 5}
+    first_v4 = v4s[0]
+    v3_vars = chart_vars(v3[0], v3[1], "v3", v3[2])
+    v4_vars = chart_vars(first_v4[1], first_v4[2], "v4", first_v4[3])
+    title = f"{args.v3_ref} -> {first_v4[0]}, web as an Argo Rollout"
+    with argo_rollouts.controller(ns, Path(args.log).with_suffix(".argo-rollouts.log")):
+        rows += run_line(title, ns, [
+            (f"install {v3[2]}", "install", {**v3_vars, **argo}, False),
+            ("re-run install", "install", {**v3_vars, **argo}, True),
+            ("phase infra", "upgrade", {**v4_vars, **argo, "upgrade_phase": "infra", "upgrade_v4_disk_factor": 0}, False),
+            (f"phase dual -> {first_v4[3]}", "upgrade", {**v4_vars, **argo, "upgrade_phase": "dual"}, False),
+            ("re-run upgrade", "upgrade", {**v4_vars, **argo}, True),
+            ("re-run install", "install", {**v4_vars, **argo}, True),
+        ], log)
+        rows += argo_rows(title, ns, first_v4[3])
+    rows += audit_rows(title, ns)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("upstream", help="a langfuse-k8s git repository (clone or bare mirror); never committed here")
@@ -211,7 +285,10 @@ def main():
     parser.add_argument("--v4-upgrade-to", default="4.16.0")
     parser.add_argument("--log", default="/tmp/langfuse-ops-upstream-check.log")
     parser.add_argument("--keep", action="store_true", help="keep the namespaces for a look afterwards")
+    parser.add_argument("--lines", default="v3,v4,argo",
+                        help="which lines to run, of v3, v4 and argo (default all; the inventories are rendered always)")
     args = parser.parse_args()
+    lines = set(args.lines.split(","))
     v4_refs = args.v4_ref or ["langfuse-2.0.0", "main"]
 
     work = tempfile.mkdtemp(prefix="langfuse-upstream-")
@@ -219,60 +296,9 @@ def main():
     v4s = [(ref, *extract_chart(args.upstream, ref, work)) for ref in v4_refs]
     rows, namespaces = [], []
     with open(args.log, "w", encoding="utf-8") as log:
-        ns = f"uc-v3-{uuid.uuid4().hex[:5]}"
-        namespaces.append(ns)
-        v3_vars = chart_vars(v3[0], v3[1], "v3", v3[2])
-        first_v4 = v4s[0]
-        v4_vars = chart_vars(first_v4[1], first_v4[2], "v4", first_v4[3])
-        title = f"{args.v3_ref} -> {first_v4[0]}"
-        rows += run_line(title, ns, [
-            (f"install {v3[2]}", "install", v3_vars, False),
-            ("re-run install", "install", v3_vars, True),
-            (f"upgrade -> {args.v3_upgrade_to}", "upgrade", {**v3_vars, "langfuse_helm_app_version": args.v3_upgrade_to}, False),
-            # Debian's ClickHouse 18.16 has no system.disks: the headroom check is tested on chDB in the suite.
-            ("phase infra", "upgrade", {**v4_vars, "upgrade_phase": "infra", "upgrade_v4_disk_factor": 0}, False),
-            (f"phase dual -> {first_v4[3]}", "upgrade", {**v4_vars, "upgrade_phase": "dual"}, False),
-            ("re-run upgrade", "upgrade", v4_vars, True),
-            ("re-run install", "install", v4_vars, True),
-            # Issue 18: a lost record during dual must not make the next run cut over: it is refused from the
-            # write mode the official chart's manifest runs, and repaired from it.
-            ("record lost: install refused", "install", v4_vars,
-             "no phase recorded (ConfigMap missing or empty), but the release runs", delete_v4_record),
-            ("repair the record from the release", "install", {**v4_vars, "langfuse_helm_v4_record_repair": ns}, False),
-            ("re-run install", "install", v4_vars, True),
-        ], log)
-        rows += audit_rows(title, ns)
-        for ref, chart_dir, version, app in v4s:
-            ns = f"uc-v4-{uuid.uuid4().hex[:5]}"
-            namespaces.append(ns)
-            v4_vars = chart_vars(chart_dir, version, "v4", app)
-            title = f"{ref} ({version})"
-            rows += run_line(title, ns, [
-                (f"install {app}", "install", v4_vars, False),
-                ("re-run install", "install", v4_vars, True),
-                (f"upgrade -> {args.v4_upgrade_to}", "upgrade", {**v4_vars, "langfuse_helm_app_version": args.v4_upgrade_to}, False),
-                ("re-run upgrade", "upgrade", {**v4_vars, "langfuse_helm_app_version": args.v4_upgrade_to}, True),
-                ("re-run install", "install", {**v4_vars, "langfuse_helm_app_version": args.v4_upgrade_to}, True),
-            ], log)
-            rows += audit_rows(title, ns)
-        # The same phased jump with the web as an Argo Rollout: the chart step, the worker and the web each
-        # move the Rollout through its gated canary (or, with an unchanged web template, leave it Healthy).
-        ns = f"uc-argo-{uuid.uuid4().hex[:5]}"
-        namespaces.append(ns)
-        argo = {"langfuse_helm_web_workload": "argo_rollout", "langfuse_helm_canary_observe_seconds": 5}
-        v4_vars = chart_vars(first_v4[1], first_v4[2], "v4", first_v4[3])
-        title = f"{args.v3_ref} -> {first_v4[0]}, web as an Argo Rollout"
-        with argo_rollouts.controller(ns, Path(args.log).with_suffix(".argo-rollouts.log")):
-            rows += run_line(title, ns, [
-                (f"install {v3[2]}", "install", {**v3_vars, **argo}, False),
-                ("re-run install", "install", {**v3_vars, **argo}, True),
-                ("phase infra", "upgrade", {**v4_vars, **argo, "upgrade_phase": "infra", "upgrade_v4_disk_factor": 0}, False),
-                (f"phase dual -> {first_v4[3]}", "upgrade", {**v4_vars, **argo, "upgrade_phase": "dual"}, False),
-                ("re-run upgrade", "upgrade", {**v4_vars, **argo}, True),
-                ("re-run install", "install", {**v4_vars, **argo}, True),
-            ], log)
-            rows += argo_rows(title, ns, first_v4[3])
-        rows += audit_rows(title, ns)
+        rows += v3_line(args, v3, v4s, namespaces, log) if "v3" in lines else []
+        rows += v4_lines(args, v4s, namespaces, log) if "v4" in lines else []
+        rows += argo_line(args, v3, v4s, namespaces, log) if "argo" in lines else []
         rows += render_inventories([(v3[0], v3[1], "v3", v3[2])] + [(ref[1], ref[2], "v4", ref[3]) for ref in v4s])
     if not args.keep:
         for ns in namespaces:
