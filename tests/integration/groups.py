@@ -8,9 +8,9 @@ files in order (a file's name decides its place). What one group does must not d
   versions and the "event propagation stuck" label of one namespace do not leak into another;
 - every file has uuid-named namespaces and databases; each group keeps its backups in a bucket of its own
   (conftest.BACKUP_BUCKET), since an install rewrites the bucket's whole lifecycle configuration.
-The split balances the groups' time, since the slower one is the stage's: "upgrades" holds
-the upgrades, the tests that make no release and the official ClickHouse operator's install, "installs" the
-other installs and the restores. A test file missing here fails the collection, so none is left out.
+The split balances the groups' time (of CI's tier), since the slower one is the stage's: "upgrades"
+holds the upgrades, the tests that make no release and the official ClickHouse operator's install,
+"installs" the other installs, the backup Jobs and the restores. A test file missing here fails the collection, so none is left out.
 
 `python tests/integration/groups.py` prints the group names.
 """
@@ -20,7 +20,6 @@ GROUPS = {
     "test_upgrade_v4.py": "upgrades",
     "test_v4_phases.py": "upgrades",
     "test_backup_scripts.py": "upgrades",
-    "test_backup_jobs.py": "upgrades",
     "test_clickhouse_official.py": "upgrades",
     "test_install_migration_gate.py": "upgrades",
     "test_install_refuses_bad_inputs.py": "upgrades",
@@ -30,6 +29,7 @@ GROUPS = {
     "test_s3_point_in_time.py": "upgrades",
     "test_standin_altinity.py": "upgrades",
     "test_app_secret_loss.py": "installs",
+    "test_backup_jobs.py": "installs",
     "test_argo_rollouts.py": "installs",
     "test_install.py": "installs",
     "test_install_dev_inventory.py": "installs",
@@ -42,28 +42,27 @@ GROUPS = {
 
 # The tests CI leaves out (`--tier ci`, what `make test` runs), each with why it may: what it covers, CI covers
 # elsewhere or it exercises an optional mode. `make test-full` (or `make integration-full`) runs them; run it
-# before a release and after a change to what they cover. "file::test name prefix": reason.
+# before a release and after a change to what they cover. "file::test name prefix" or "file" (all of it): reason.
 FULL_TIER_ONLY = {
+    # Optional modes whose whole file is kept for the full tier: CI's molecule scenario converges and verifies
+    # observability (and tests/unit/test_observability_render.py renders every case of it); the Argo web's
+    # official-chart path is the upstream check's Argo line.
+    "test_argo_rollouts.py": "the optional Argo Rollouts web (langfuse_helm_web_workload: argo_rollout)",
+    "test_observability.py": "the optional observability role (molecule converges and verifies it in CI)",
     # Idempotence, per optional mode: CI converges the local inventory twice (test_install.py, molecule) and every
     # maintenance-window test re-runs to changed=0.
-    "test_argo_rollouts.py::test_install_again_changes_nothing": "idempotence of the Argo web",
     "test_install_dev_inventory.py::test_second_converge_changes_nothing": "idempotence of the dev inventory",
     "test_install_valkey.py::test_second_converge_changes_nothing": "idempotence of in-cluster Valkey",
     "test_clickhouse_official.py::test_second_run_changes_nothing": "idempotence of the official operator mode",
-    "test_observability.py::test_second_run_changes_nothing_and_prints_no_secret": "idempotence of observability",
-    # Failure paths of optional modes, each a run that waits out a timeout: CI keeps the same paths for the
-    # default Deployment web (test_upgrade.py) and the restore (test_restore.py).
-    "test_argo_rollouts.py::test_a_never_ready_canary_is_aborted": "Argo's canary abort (test_upgrade.py has the Deployment's)",
-    "test_argo_rollouts.py::test_restore_stops_the_rollouts_web_pods": "restore with an Argo web (test_restore.py has the Deployment's)",
-    "test_argo_rollouts.py::test_back_to_a_deployment_web": "the switch from an Argo web back to a Deployment",
+    # Failure paths of optional modes, each a run that waits out a timeout.
     "test_install_dev_inventory.py::test_a_cluster_the_operator_cannot_build": "a CloudNativePG Cluster that never builds",
     "test_install_dev_inventory.py::test_an_aborted_clickhouse_change": "an Altinity change the operator aborts",
     "test_clickhouse_official.py::test_a_keeper_that_never_gets_ready": "an official-operator Keeper that never gets ready",
     "test_clickhouse_official.py::test_a_spec_the_operator_refuses": "a spec the official operator refuses",
-    "test_observability.py::test_check_diff_shows_a_rule_change": "check mode of observability (test_install.py has the install's)",
-    "test_observability.py::test_external_clickhouse_endpoint": "an external ClickHouse endpoint added and dropped",
-    # The direct v3 -> v4 jump's step order: CI walks the supported path, upstream's phases (test_v4_phases.py).
+    # The direct v3 -> v4 jump: CI walks the supported path, upstream's phases (test_v4_phases.py); v3 keys on
+    # chart 2 are refused by the filter tests/unit/test_chart_values.py checks.
     "test_upgrade_v4.py::test_the_major_jump_moves_the_chart_then": "the direct jump's order (test_v4_phases.py walks the phases)",
+    "test_upgrade_v4.py::test_v3_keys_in_the_overrides_are_refused": "v3 keys refused on chart 2, on a v3 install of its own",
 }
 
 if __name__ == "__main__":
