@@ -53,6 +53,11 @@ FULL_TIER_ONLY = {
     # maintenance-window test re-runs to changed=0.
     "test_install_dev_inventory.py::test_second_converge_changes_nothing": "idempotence of the dev inventory",
     "test_install_valkey.py::test_second_converge_changes_nothing": "idempotence of in-cluster Valkey",
+    # In-cluster Valkey on an install of its own: CI installs Valkey through the dev inventory
+    # (test_install_dev_inventory.py::test_redis_is_valkey) and keeps the eviction-policy refusal.
+    "test_install_valkey.py::test_valkey_runs_persistent": "Valkey's StatefulSet on an install of its own",
+    "test_install_valkey.py::test_langfuse_points_at_the_valkey": "Langfuse's Redis host on that install",
+    "test_install_valkey.py::test_the_config_starts_a_real_server": "that install's config on a real server",
     "test_clickhouse_official.py::test_second_run_changes_nothing": "idempotence of the official operator mode",
     # Failure paths of optional modes, each a run that waits out a timeout.
     "test_install_dev_inventory.py::test_a_cluster_the_operator_cannot_build": "a CloudNativePG Cluster that never builds",
