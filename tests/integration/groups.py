@@ -9,8 +9,8 @@ files in order (a file's name decides its place). What one group does must not d
 - every file has uuid-named namespaces and databases; each group keeps its backups in a bucket of its own
   (conftest.BACKUP_BUCKET), since an install rewrites the bucket's whole lifecycle configuration.
 The split balances the groups' time (of CI's tier), since the slower one is the stage's: "upgrades"
-holds the upgrades, the tests that make no release and the official ClickHouse operator's install,
-"installs" the other installs, the backup Jobs and the restores. A test file missing here fails the collection, so none is left out.
+holds the upgrades and the tests that make no release, "installs" the installs (the official ClickHouse
+operator's too), the backup Jobs and the restores. A test file missing here fails the collection, so none is left out.
 
 `python tests/integration/groups.py` prints the group names.
 """
@@ -20,7 +20,6 @@ GROUPS = {
     "test_upgrade_v4.py": "upgrades",
     "test_v4_phases.py": "upgrades",
     "test_backup_scripts.py": "upgrades",
-    "test_clickhouse_official.py": "upgrades",
     "test_install_migration_gate.py": "upgrades",
     "test_install_refuses_bad_inputs.py": "upgrades",
     "test_localenv.py": "upgrades",
@@ -30,6 +29,7 @@ GROUPS = {
     "test_standin_altinity.py": "upgrades",
     "test_app_secret_loss.py": "installs",
     "test_backup_jobs.py": "installs",
+    "test_clickhouse_official.py": "installs",
     "test_argo_rollouts.py": "installs",
     "test_install.py": "installs",
     "test_install_dev_inventory.py": "installs",
