@@ -64,6 +64,12 @@ FULL_TIER_ONLY = {
     "test_install_dev_inventory.py::test_an_aborted_clickhouse_change": "an Altinity change the operator aborts",
     "test_clickhouse_official.py::test_a_keeper_that_never_gets_ready": "an official-operator Keeper that never gets ready",
     "test_clickhouse_official.py::test_a_spec_the_operator_refuses": "a spec the official operator refuses",
+    # Variants whose core case CI runs: the same migration gate stops upgrade.yml in test_upgrade.py; the
+    # confirmed regeneration itself runs; the lock's judgement of a stale lease is unit-tested
+    # (tests/unit/test_namespace_lock.py) and CI takes stale locks over in the maintenance-window tests.
+    "test_install_migration_gate.py::test_a_dirty_clickhouse_version_stops_the_install": "the gate on install (CI runs it on upgrade)",
+    "test_app_secret_loss.py::test_confirmed_regeneration_in_check_mode": "the regeneration in check mode (CI runs it for real)",
+    "test_maintenance_window.py::test_a_stale_lock_is_not_taken_over_by_a_check_mode_run": "check mode beside a stale lock",
     # The direct v3 -> v4 jump: CI walks the supported path, upstream's phases (test_v4_phases.py); v3 keys on
     # chart 2 are refused by the filter tests/unit/test_chart_values.py checks.
     "test_upgrade_v4.py::test_the_major_jump_moves_the_chart_then": "the direct jump's order (test_v4_phases.py walks the phases)",
