@@ -10,6 +10,7 @@ own templating against made-up k8s_info answers, so these tests check the very j
 tests/integration/test_backup_jobs.py runs the same tasks against the local control plane.
 """
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,11 @@ DATE_TIME = r"\d{14}"
 def plugin_loader():
     """Ansible's plugin loader, for the filters and lookups the tasks use. Set up when these tests run, not when
     pytest imports this file: other test files import the collection's plugins from .build/collections during
-    collection, and a collection loader installed before that would take over those imports."""
+    collection, and a collection loader installed before that would take over those imports. Those plain imports
+    (whichever files share this pytest process: xdist decides) leave `ansible_collections` in sys.modules as an
+    ordinary package, which hides the collection's plugins from the loader; they are dropped first."""
+    for name in [n for n in sys.modules if n == "ansible_collections" or n.startswith("ansible_collections.")]:
+        del sys.modules[name]
     init_plugin_loader([str(REPO / ".build" / "collections")])
 
 
