@@ -2,8 +2,9 @@
 # Builds, once per version, the binaries of the local test cluster from their
 # official Go modules and caches them under $LOCALENV_CACHE:
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
-#   kwok, kwokctl, helm, promtool, and Argo Rollouts' rollouts-controller with its CRDs.
-# A binary already in the cache is not rebuilt, so a warm run takes seconds.
+#   kwok, kwokctl, helm, promtool, and Argo Rollouts' rollouts-controller with its CRDs;
+# and, from the Go module sigs.k8s.io/gateway-api, Gateway API's standard-channel CRDs (no binary).
+# What is already in the cache is not rebuilt nor fetched again, so a warm run takes seconds.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -141,9 +142,25 @@ build_argo_rollouts() {
   install_dir "$dir" "$tmp"
 }
 
+# Gateway API's CRDs, upstream's files (never committed here): config/crd/standard of the Go module, which holds
+# the standard channel's CRDs and the ValidatingAdmissionPolicy safe-upgrades.gateway.networking.k8s.io beside them.
+# cluster.sh applies them on every `up`. Copied out of the module cache, whose files are read-only.
+build_gateway_api() {
+  local dir; dir=$(gateway_api_dir)
+  [ -f "$dir/gateway.networking.k8s.io_httproutes.yaml" ] && { log "gateway-api $LOCALENV_GATEWAY_API_VERSION: cached"; return; }
+  log "gateway-api $LOCALENV_GATEWAY_API_VERSION: fetching the standard-channel CRDs (sigs.k8s.io/gateway-api)"
+  local src tmp
+  src=$(GOFLAGS='' go mod download -json "sigs.k8s.io/gateway-api@$LOCALENV_GATEWAY_API_VERSION" | sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p')
+  compgen -G "$src/config/crd/standard/*.yaml" >/dev/null \
+    || die "could not download sigs.k8s.io/gateway-api@$LOCALENV_GATEWAY_API_VERSION (with config/crd/standard) from the Go module proxy"
+  tmp=$(mktemp -d "$LOCALENV_CACHE/tmp.XXXX")
+  cp "$src"/config/crd/standard/*.yaml "$tmp/" && chmod 644 "$tmp"/*.yaml
+  install_dir "$dir" "$tmp"
+}
+
 main() {
   local start=$SECONDS targets=("$@")
-  [ ${#targets[@]} -gt 0 ] || targets=(etcd kwok helm promtool argo_rollouts kubernetes)
+  [ ${#targets[@]} -gt 0 ] || targets=(etcd kwok helm promtool argo_rollouts gateway_api kubernetes)
   mkdir -p "$LOCALENV_CACHE"
   if ! cached "$(k8s_bin_dir)" kubectl || ! cached "$(etcd_bin_dir)" etcd; then check_proxy; fi
   for t in "${targets[@]}"; do "build_$t"; done

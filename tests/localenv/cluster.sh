@@ -56,8 +56,9 @@ seed_cluster() {
 }
 
 # Stand-ins for what KWOK cannot run: processes on loopback that play the
-# Langfuse pods behind port-forwards, and the reconcilers of the Altinity, the
-# official ClickHouse (clickhouse.com) and the CloudNativePG operators.
+# Langfuse pods behind port-forwards, the reconcilers of the Altinity, the
+# official ClickHouse (clickhouse.com) and the CloudNativePG operators, and a
+# Gateway API controller (status only) for the GatewayClass `standin`.
 start_standin() {
   local name=$1; shift
   local pid="$LOCALENV_STATE/standin-$name.pid"
@@ -73,6 +74,7 @@ start_standins() {
   start_standin altinity-operator "$LOCALENV_DIR/../standins/altinity_operator.py"
   start_standin cnpg-operator "$LOCALENV_DIR/../standins/cnpg_operator.py"
   start_standin clickhouse-official-operator "$LOCALENV_DIR/../standins/clickhouse_official_operator.py"
+  start_standin gateway-controller "$LOCALENV_DIR/../standins/gateway_controller.py"
 }
 
 # CRDs of what the cluster does not run (stand-ins under manifests/crds/): applied on
@@ -82,7 +84,43 @@ apply_crds() {
   compgen -G "$dir/*.yaml" >/dev/null || return 0
   local names; names=$(kctl apply -f "$dir" -o name | sed 's|.*/||')
   # shellcheck disable=SC2086 # one CRD name a word
-  KUBECONFIG="$KUBECONFIG_PATH" PATH="$(dirname "$KUBECTL"):$PATH" "$LOCALENV_PYTHON" "$LOCALENV_DIR/crds.py" $names
+  wait_established $names
+}
+
+# Waits, with crds.py, until the CRDs named are Established.
+wait_established() {
+  KUBECONFIG="$KUBECONFIG_PATH" PATH="$(dirname "$KUBECTL"):$PATH" "$LOCALENV_PYTHON" "$LOCALENV_DIR/crds.py" "$@"
+}
+
+# Gateway API's standard-channel CRDs, upstream's files that build-binaries.sh fetches from the Go module
+# sigs.k8s.io/gateway-api into the cache (never into the repo), then the GatewayClass `standin` of the stand-in
+# controller (manifests/gateway-api/): applied on every `up`, like apply_crds, so a cluster already up gets them too.
+apply_gateway_api() {
+  local dir f names api crds=() policies=()
+  dir=$(gateway_api_dir)
+  # An `up` of a cluster that is already up does not run build-binaries.sh: fetch them here when they are missing.
+  [ -d "$dir" ] || "$LOCALENV_DIR/build-binaries.sh" gateway_api
+  for f in "$dir"/*.yaml; do
+    if grep -q '^kind: CustomResourceDefinition' "$f"; then crds+=(-f "$f"); else policies+=(-f "$f"); fi
+  done
+  # Server-side, as upstream installs them: client-side apply would keep a copy of each CRD in an annotation, and
+  # the HTTPRoute CRD (~430 kB) is over the API server's 256 kB limit for annotations.
+  names=$(kctl apply --server-side --force-conflicts "${crds[@]}" -o name | sed 's|.*/||')
+  # shellcheck disable=SC2086 # one CRD name a word
+  wait_established $names
+  # Beside the CRDs upstream ships a ValidatingAdmissionPolicy and its binding (safe-upgrades.gateway.networking.k8s.io):
+  # they refuse experimental-channel CRDs over these standard ones, and Gateway API CRDs older than v1.5.0. The API
+  # server serves admissionregistration.k8s.io/v1 ValidatingAdmissionPolicies from Kubernetes 1.30; an older one
+  # (LOCALENV_KUBERNETES_VERSION) does not know the kind, and the policy is left out there.
+  if [ ${#policies[@]} -gt 0 ]; then
+    api=$(kctl get --raw /apis/admissionregistration.k8s.io/v1 2>/dev/null || true)
+    if [[ $api == *'"validatingadmissionpolicies"'* ]]; then
+      kctl apply --server-side --force-conflicts "${policies[@]}" >/dev/null
+    else
+      log "gateway-api: ValidatingAdmissionPolicy safe-upgrades.gateway.networking.k8s.io left out: this API server does not serve admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy"
+    fi
+  fi
+  kctl apply -f "$LOCALENV_DIR/manifests/gateway-api/" >/dev/null
 }
 
 # The job runner (job_runner.py): runs the containers of the backup/restore Job pods in namespaces
@@ -125,7 +163,7 @@ stop_standins() {
 
 up() {
   local start=$SECONDS
-  if api_up; then apply_crds; start_standins; start_job_runner; log "cluster '$LOCALENV_CLUSTER_NAME' already up"; print_env; return; fi
+  if api_up; then apply_crds; apply_gateway_api; start_standins; start_job_runner; log "cluster '$LOCALENV_CLUSTER_NAME' already up"; print_env; return; fi
   "$LOCALENV_DIR/build-binaries.sh"
   # A cluster whose processes are gone (machine restarted) is thrown away.
   "$KWOKCTL" delete cluster --name "$LOCALENV_CLUSTER_NAME" --kubeconfig "$KUBECONFIG_PATH" >/dev/null 2>&1 || true
@@ -139,6 +177,7 @@ up() {
     || { tail -n 30 "$LOCALENV_STATE/kwokctl-create.log" >&2; die "kwokctl could not create the cluster (full log: $LOCALENV_STATE/kwokctl-create.log)"; }
   seed_cluster
   apply_crds
+  apply_gateway_api
   start_standins
   start_job_runner
   log "cluster up in $((SECONDS - start))s; kubeconfig: $KUBECONFIG_PATH"
