@@ -35,7 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
-from conftest import BACKUP_BUCKET, kubectl, migrated_databases, pg, run  # noqa: E402
+from conftest import BACKUP_BUCKET, SUITE_LINE, kubectl, migrated_databases, pg, run  # noqa: E402
 from test_restore import damage, figures, seed  # noqa: E402
 from test_v4_phases import BACKGROUND_DDL  # noqa: E402
 
@@ -47,7 +47,7 @@ V4 = {"langfuse_helm_release_line": "v4", "langfuse_helm_chart_version": "2.0.0"
 
 
 def playbook(name, variables, env=None, timeout=1500):
-    variables = {"backup_cron_bucket": BACKUP_BUCKET, **variables}
+    variables = {"backup_cron_bucket": BACKUP_BUCKET, **SUITE_LINE, **variables}
     full = dict(os.environ, ANSIBLE_CALLBACK_PLUGINS=CALLBACKS, ANSIBLE_CALLBACKS_ENABLED="kill_at_task", **(env or {}))
     started = time.monotonic()
     proc = subprocess.Popen(["ansible-playbook", "-i", "inventories/local", f"playbooks/{name}.yml", "-e", json.dumps(variables)],
@@ -334,7 +334,7 @@ def two_at_once(table, services):
                                 ("backup", base), ("restore", {**base, "restore_confirm": namespace})):
             started = time.monotonic()
             procs = [subprocess.Popen(["ansible-playbook", "-i", "inventories/local", f"playbooks/{name}.yml", "-e",
-                                       json.dumps({"backup_cron_bucket": BACKUP_BUCKET, **variables})], cwd=REPO,
+                                       json.dumps({"backup_cron_bucket": BACKUP_BUCKET, **SUITE_LINE, **variables})], cwd=REPO,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _run in range(2)]
             outs = [p.communicate(timeout=1500)[0] for p in procs]
             rcs = [p.returncode for p in procs]

@@ -49,6 +49,11 @@ _load_exports("services.sh")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from groups import FULL_TIER_ONLY, GROUPS  # noqa: E402 (this directory)
 
+# The line a test runs on unless it pins one: v3 (chart 1.5.41, Langfuse 3.224.1), on which these tests of v3 minor
+# upgrades, the phased jump to v4, the restore drill and the failure drills were written. inventories/local itself
+# pins v4, the default for a new install: molecule converges it as it is, and `make local-install` runs it.
+SUITE_LINE = {"langfuse_helm_release_line": "v3", "langfuse_helm_chart_version": "1.5.41",
+              "langfuse_helm_app_version": "3.224.1"}
 BACKUP_BUCKET = "langfuse-backups" + (f"-{os.environ['LOCALENV_TEST_GROUP']}" if os.environ.get("LOCALENV_TEST_GROUP") else "")
 
 
@@ -94,8 +99,9 @@ def kubectl(*args, **kwargs):
 
 
 def playbook(name, variables, *args, inventory="local"):
-    """ansible-playbook playbooks/<name>.yml -i inventories/<inventory> -e <variables as JSON> [args]."""
-    variables = {"backup_cron_bucket": BACKUP_BUCKET, **variables}
+    """ansible-playbook playbooks/<name>.yml -i inventories/<inventory> -e <variables as JSON> [args], on SUITE_LINE
+    unless `variables` pin another."""
+    variables = {"backup_cron_bucket": BACKUP_BUCKET, **SUITE_LINE, **variables}
     return run("ansible-playbook", "-i", f"inventories/{inventory}", f"playbooks/{name}.yml", "-e", json.dumps(variables),
                *args, check=False, cwd=REPO, timeout=1200)
 
@@ -106,7 +112,7 @@ class BackgroundPlaybook:
     terminal) or the controller process alone (`kill <pid>`)."""
 
     def __init__(self, name, variables, *args, inventory="local", log_dir):
-        variables = {"backup_cron_bucket": BACKUP_BUCKET, **variables}
+        variables = {"backup_cron_bucket": BACKUP_BUCKET, **SUITE_LINE, **variables}
         self.log = Path(log_dir) / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self._out = open(self.log, "w")  # noqa: SIM115 (closed in wait)
         self.proc = subprocess.Popen(["ansible-playbook", "-i", f"inventories/{inventory}", f"playbooks/{name}.yml",

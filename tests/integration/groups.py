@@ -38,6 +38,7 @@ GROUPS = {
     "test_observability.py": "installs",
     "test_restore.py": "installs",
     "test_standin_cnpg.py": "installs",
+    "test_standin_gateway.py": "installs",
 }
 
 # The tests CI leaves out (`--tier ci`, what `make test` runs), each with why it may: what it covers, CI covers
@@ -64,6 +65,9 @@ FULL_TIER_ONLY = {
     "test_install_dev_inventory.py::test_an_aborted_clickhouse_change": "an Altinity change the operator aborts",
     "test_clickhouse_official.py::test_a_keeper_that_never_gets_ready": "an official-operator Keeper that never gets ready",
     "test_clickhouse_official.py::test_a_spec_the_operator_refuses": "a spec the official operator refuses",
+    # A whole install that waits out its route: CI installs every release through the Gateway (inventories/local);
+    # tests/unit/test_traffic.py judges each route status the wait can meet.
+    "test_install.py::test_a_route_no_gateway_serves": "an install whose route no Gateway serves",
     # Variants whose core case CI runs: the same migration gate stops upgrade.yml in test_upgrade.py; the
     # confirmed regeneration itself runs; the lock's judgement of a stale lease is unit-tested
     # (tests/unit/test_namespace_lock.py) and CI takes stale locks over in the maintenance-window tests.

@@ -91,8 +91,8 @@ def variables(namespace, operator_namespace, chart):
         "clickhouse_operator_official_namespace": operator_namespace,
         # No cert-manager here: the operator's webhooks off, as upstream's chart allows.
         "clickhouse_operator_official_values": {"webhook": {"enable": False}, "certManager": {"enable": False}},
-        "clickhouse_operator_image": "clickhouse/clickhouse-server:25.8.11",
-        "clickhouse_operator_keeper_image": "clickhouse/clickhouse-keeper:25.8.11",
+        "clickhouse_operator_image": "clickhouse/clickhouse-server:26.4",
+        "clickhouse_operator_keeper_image": "clickhouse/clickhouse-keeper:26.4",
         "clickhouse_operator_storage_class": "standard",
         "clickhouse_operator_storage_size": "1Gi",
         "clickhouse_operator_keeper_storage_size": "1Gi",

@@ -44,6 +44,57 @@ def test_first_converge_changes_and_reports(converged):
     assert "Web: 3 available (langfuse/langfuse:3.224.1); worker: 3 available (langfuse/langfuse-worker:3.224.1)" in output
 
 
+def test_the_web_is_exposed_through_a_gateway_api_route_the_controller_accepted(converged):
+    # inventories/local: langfuse_helm_exposure gateway, the role's own Gateway on class `standin`. The status is the
+    # stand-in controller's (tests/standins/gateway_controller.py), written as a conformant controller does.
+    namespace, output = converged
+    text = " ".join(output.split())
+    assert f"Route: HTTPRoute langfuse for langfuse.local.test, accepted through Gateway {namespace}/langfuse/https" in text
+    route = json.loads(kubectl("-n", namespace, "get", "httproute", "langfuse", "-o", "json").stdout)
+    assert route["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    assert route["spec"]["rules"][0]["backendRefs"] == [{"group": "", "kind": "Service", "name": "langfuse-web", "port": 3000,
+                                                         "weight": 1}]
+    [parent] = route["status"]["parents"]
+    conditions = {c["type"]: c["status"] for c in parent["conditions"]}
+    assert conditions["Accepted"] == "True" and conditions["ResolvedRefs"] == "True", parent
+    gateway = json.loads(kubectl("-n", namespace, "get", "gateway", "langfuse", "-o", "json").stdout)
+    assert gateway["spec"]["gatewayClassName"] == "standin"
+    assert gateway["spec"]["listeners"][0]["hostname"] == "langfuse.local.test"
+    assert json.loads(kubectl("-n", namespace, "get", "ingress", "-o", "json").stdout)["items"] == []
+
+
+def test_the_role_adds_the_probes_the_chart_cannot_be_told(converged):
+    namespace = converged[0]
+    pods = {c: json.loads(kubectl("-n", namespace, "get", "deployment", f"langfuse-{c}", "-o", "json").stdout)
+            ["spec"]["template"]["spec"]["containers"][0] for c in ("web", "worker")}
+    assert pods["web"]["startupProbe"]["httpGet"] == {"path": "/api/public/health", "port": "http", "scheme": "HTTP"}
+    assert pods["worker"]["startupProbe"]["httpGet"] == {"path": "/api/health", "port": "http", "scheme": "HTTP"}
+    assert pods["worker"]["startupProbe"]["failureThreshold"] == 60
+    assert pods["worker"]["readinessProbe"]["httpGet"] == {"path": "/api/ready", "port": "http", "scheme": "HTTP"}
+    # No dual write here: the chart's liveness stays.
+    assert pods["worker"]["livenessProbe"]["httpGet"]["path"] == "/api/health"
+    values = json.loads(run("helm", "get", "values", "langfuse", "-n", namespace, "-o", "json").stdout)
+    assert values["langfuseOps"]["postRender"]["components"]["worker"]["readinessProbe"]["httpGet"]["path"] == "/api/ready"
+
+
+def test_a_route_no_gateway_serves_fails_the_run_naming_why(cluster, services):
+    namespace = f"it-gw-{uuid.uuid4().hex[:6]}"
+    shared = {"create": False, "class_name": "", "cluster_issuer": "", "tls_secret_name": "t", "name": "shared",
+              "namespace": "gateways", "section_name": "https", "controller": "other", "body_size": "1m",
+              "timeout_seconds": 60, "annotations": {}, "wait_seconds": 4}
+    try:
+        proc = install(namespace, extra={"langfuse_helm_gateway": shared})
+        text = " ".join(proc.stdout.split())
+        assert proc.returncode != 0, proc.stdout[-3000:]
+        # No Gateway gateways/shared exists, so no controller claims the route (as real controllers do: each reports
+        # only on parents of its own classes).
+        assert (f"HTTPRoute langfuse in {namespace} is not served through Gateway gateways/shared/https after 4 s: "
+                "no Gateway controller has reported on parent Gateway gateways/shared listener https yet") in text, proc.stdout[-3000:]
+    finally:
+        run("helm", "uninstall", "langfuse", "-n", namespace, "--wait", check=False)
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
 def test_release_is_pinned_and_holds_no_secret_literal(converged, services):
     namespace = converged[0]
     release = json.loads(run("helm", "list", "-n", namespace, "-o", "json").stdout)[0]

@@ -11,10 +11,13 @@ import uuid
 
 import pytest
 
-from conftest import REPO, kubectl, run
+from conftest import REPO, SUITE_LINE, kubectl, run
 
 INGRESS = {"enabled": True, "class_name": "nginx", "cluster_issuer": "", "tls_secret_name": "t", "body_size": "1m",
            "timeout_seconds": 60}
+GATEWAY = {"create": True, "class_name": "standin", "cluster_issuer": "", "tls_secret_name": "t", "name": "",
+           "namespace": "", "section_name": "", "controller": "other", "body_size": "1m", "timeout_seconds": 60,
+           "annotations": {}, "wait_seconds": 30}
 WORKER = {"replicas": 1, "resources": {}, "autoscaling": "hpa",
           "hpa": {"min_replicas": 1, "max_replicas": 2, "target_cpu_percent": 70},
           "keda": {"min_replicas": 1, "max_replicas": 2, "list_length_target": 10, "queues": ["ingestion-queue"]}}
@@ -25,8 +28,10 @@ CASES = {
         {"name": "DATABASE_URL", "value": "postgresql://postgres@127.0.0.1:15432/langfuse"}]}}},
         ["langfuse_helm_values.langfuse.additionalEnv[0] sets DATABASE_URL"]),
     "namespace-upper-case": ({"langfuse_namespace": "Langfuse-Prod"}, ["namespace_secrets_namespace (langfuse_namespace) is 'Langfuse-Prod'"]),
-    "missing-ingress-class": ({"langfuse_helm_ingress": {**INGRESS, "class_name": "traefik"}},
+    "missing-ingress-class": ({"langfuse_helm_exposure": "ingress", "langfuse_helm_ingress": {**INGRESS, "class_name": "traefik"}},
                               ["IngressClass \"traefik\"", "langfuse_helm_ingress.class_name"]),
+    "missing-gateway-class": ({"langfuse_helm_gateway": {**GATEWAY, "class_name": "eg"}},
+                              ["GatewayClass \"eg\" (langfuse_helm_gateway.class_name) does not exist", "standin"]),
     "keda-without-keda": ({"langfuse_helm_worker": {**WORKER, "autoscaling": "keda"}}, ["scaledobjects.keda.sh"]),
 }
 
@@ -35,7 +40,7 @@ CASES = {
 def test_install_refuses_before_changing_anything(cluster, services, case):
     overrides, expected = CASES[case]
     namespace = f"bad-{uuid.uuid4().hex[:8]}"
-    extra = {"langfuse_namespace": namespace, **overrides}
+    extra = {"langfuse_namespace": namespace, **SUITE_LINE, **overrides}
     namespace = extra["langfuse_namespace"]
     proc = run("ansible-playbook", "-i", "inventories/local", "playbooks/install.yml", "-e", json.dumps(extra),
                check=False, cwd=REPO, timeout=300)

@@ -317,7 +317,7 @@ def test_keeper_and_clickhouse_come_up_as_the_operator_makes_them(operator):
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
         "ClickHouseInstallation", "langfuse", installed["metadata"]["uid"], True)
     container = sts["spec"]["template"]["spec"]["containers"][0]
-    assert container["name"] == "clickhouse" and container["image"] == "clickhouse/clickhouse-server:25.8.11"
+    assert container["name"] == "clickhouse" and container["image"] == "clickhouse/clickhouse-server:26.4"
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
         "prometheus": 9363, "tcp": 9000, "http": 8123, "interserver": 9009}
     assert {"name": "data", "mountPath": "/var/lib/clickhouse"} in container["volumeMounts"]
@@ -354,7 +354,7 @@ def test_unchanged_spec_starts_nothing_and_a_new_spec_is_a_new_task(operator):
 
     # A changed image and one replica less: a new spec hash, so a new taskID.
     changed = render(namespace, clickhouse_operator_installation_name="respec", clickhouse_operator_replicas=2,
-                     clickhouse_operator_image="clickhouse/clickhouse-server:25.8.12")[1]
+                     clickhouse_operator_image="clickhouse/clickhouse-server:26.8")[1]
     second = changed["spec"]["taskID"]
     assert second != first
     watch = StatusWatch(namespace, "chi", "respec")
@@ -367,7 +367,7 @@ def test_unchanged_spec_starts_nothing_and_a_new_spec_is_a_new_task(operator):
     assert done["status"]["hosts"] == 2
     assert sts_names(namespace, "clickhouse.altinity.com/chi=respec") == ["chi-respec-default-0-0", "chi-respec-default-0-1"]
     images = {get(namespace, "pod", f"chi-respec-default-0-{i}-0")["spec"]["containers"][0]["image"] for i in range(2)}
-    assert images == {"clickhouse/clickhouse-server:25.8.12"}
+    assert images == {"clickhouse/clickhouse-server:26.8"}
     # reclaimPolicy Retain: the removed host's volume stays.
     get(namespace, "pvc", "data-chi-respec-default-0-2-0")
 
@@ -411,7 +411,7 @@ def test_statefulset_timeouts_abort_updates_but_not_creates(operator):
     assert get(namespace, "statefulset", "chi-stuck-default-0-0")["status"].get("readyReplicas", 0) == 0
 
     # An updated host that never gets Ready: Aborted after the timeout.
-    chi["spec"]["templates"]["podTemplates"][0]["spec"]["containers"][0]["image"] = "clickhouse/clickhouse-server:25.8.12"
+    chi["spec"]["templates"]["podTemplates"][0]["spec"]["containers"][0]["image"] = "clickhouse/clickhouse-server:26.8"
     chi["spec"]["taskID"] += "-update"
     apply(chi)
     aborted = wait_status(namespace, "chi", "stuck", "Aborted", task_id=chi["spec"]["taskID"], timeout=STS_TIMEOUT + 30)

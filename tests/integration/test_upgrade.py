@@ -116,6 +116,23 @@ def test_a_major_jump_needs_to_be_asked_for(installed):
     assert len(history(installed)) == 1
 
 
+def test_install_with_the_new_v4_pins_keeps_a_v3_release_on_its_line(installed):
+    # The inventories pin v4 for new installs: an install still on v3 whose inventory takes those pins must not
+    # jump to v4's one-way events_only by install.yml.
+    v4 = {"langfuse_namespace": installed, "langfuse_helm_release_line": "v4", "langfuse_helm_chart_version": "2.0.0",
+          "langfuse_helm_app_version": "4.16.0", "clickhouse_operator_server_version": "25.12"}
+    proc = playbook("install", v4)
+    text = " ".join(proc.stdout.split())
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert (f"Helm release langfuse in {installed} runs Langfuse 3.224.1 (langfuse-1.5.41, line v3), and the inventory "
+            "pins line v4 (chart 2.0.0, Langfuse 4.16.0). install.yml does not move a release") in text, proc.stdout[-3000:]
+    assert "ansible-playbook playbooks/upgrade.yml -e upgrade_phase=infra" in text
+    assert ('langfuse_helm_release_line: v3, langfuse_helm_chart_version: "1.5.41", langfuse_helm_app_version: "3.224.1"'
+            in text)
+    assert len(history(installed)) == 1
+    assert (image_tag(installed, "worker"), image_tag(installed, "web")) == ("3.224.1", "3.224.1")
+
+
 def test_a_dirty_clickhouse_stops_the_upgrade_before_the_worker_moves(installed, databases, services):
     name = databases[0]
     ch(services, f"INSERT INTO {name}.schema_migrations VALUES (37, 1, 2)")

@@ -110,6 +110,10 @@ def test_dual_moves_to_v4_writing_both_table_sets(walk):
         assert image.endswith(":4.4.0")
         assert variables["LANGFUSE_MIGRATION_V4_WRITE_MODE"] == "dual"
         assert variables["LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL"] == "false"
+    # The role's post-renderer: the worker's liveness reads event propagation while the dual write runs.
+    worker = json.loads(kubectl("-n", namespace, "get", "deployment", "langfuse-worker", "-o", "json").stdout)
+    liveness = worker["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
+    assert liveness["httpGet"]["path"] == "/api/health?failIfEventPropagationStuck=true" and liveness["initialDelaySeconds"] >= 60
     recorded = state(namespace)
     assert (recorded["phase"], recorded["v3_revision"], recorded["v3_version"]) == ("dual", "1", "3.224.1")
     assert [(h["phase"], h["state"]) for h in json.loads(recorded["history"])] == [

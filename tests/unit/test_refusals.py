@@ -37,6 +37,10 @@ LOCAL_CREDENTIALS = {
 }
 INGRESS = {"enabled": True, "class_name": "nginx", "cluster_issuer": "", "tls_secret_name": "t", "body_size": "1m",
            "timeout_seconds": 60}
+BY_INGRESS = {"langfuse_helm_exposure": "ingress"}
+GATEWAY = {"create": True, "class_name": "standin", "cluster_issuer": "", "tls_secret_name": "t", "name": "", "namespace": "",
+           "section_name": "", "controller": "other", "body_size": "1m", "timeout_seconds": 60, "annotations": {},
+           "wait_seconds": 30}
 HPA = {"enabled": True, "min_replicas": 1, "max_replicas": 2, "target_cpu_percent": 70}
 WEB = {"replicas": 1, "resources": {}, "hpa": HPA}
 WORKER = {"replicas": 1, "resources": {}, "autoscaling": "hpa",
@@ -44,6 +48,9 @@ WORKER = {"replicas": 1, "resources": {}, "autoscaling": "hpa",
           "keda": {"min_replicas": 1, "max_replicas": 2, "list_length_target": 10, "queues": ["ingestion-queue"]}}
 CH_EXTERNAL = {"host": "127.0.0.1", "http_port": 18124, "native_port": 19000, "secure": False, "cluster_enabled": False}
 OBSERVABILITY = {"observability_enabled": True}
+# The line a case runs on unless it pins one (inventories/local pins v4, the default for a new install; these
+# cases were written on v3).
+V3 = {"langfuse_helm_release_line": "v3", "langfuse_helm_chart_version": "1.5.41", "langfuse_helm_app_version": "3.224.1"}
 V4 = {"langfuse_helm_release_line": "v4", "langfuse_helm_chart_version": "2.0.0", "langfuse_helm_app_version": "4.4.0",
       "postgres_server_version": "15", "clickhouse_operator_server_version": "26.4"}
 
@@ -107,16 +114,28 @@ CASES = {
     "v4-with-postgres-14": ({**V4, "postgres_server_version": "14"}, ["PostgreSQL >= 15", "postgres_server_version"]),
     "v3-with-postgres-11": ({"postgres_server_version": "11"}, ["PostgreSQL >= 12"]),
     "redis-6": ({"redis_server_version": "6.2"}, ["Redis/valkey >= 7.0", "redis_server_version"]),
-    "missing-ingress-class": ({"langfuse_helm_ingress": {**INGRESS, "class_name": "traefik"}},
+    "missing-ingress-class": ({**BY_INGRESS, "langfuse_helm_ingress": {**INGRESS, "class_name": "traefik"}},
                               ["IngressClass \"traefik\"", "langfuse_helm_ingress.class_name"]),
-    "cluster-issuer-without-cert-manager": ({"langfuse_helm_ingress": {**INGRESS, "cluster_issuer": "letsencrypt"}},
+    "cluster-issuer-without-cert-manager": ({**BY_INGRESS, "langfuse_helm_ingress": {**INGRESS, "cluster_issuer": "letsencrypt"}},
                                             ["clusterissuers.cert-manager.io"]),
+    # inventories/local exposes the web through Gateway API (class standin)
+    "missing-gateway-class": ({"langfuse_helm_gateway": {**GATEWAY, "class_name": "eg"}},
+                              ["GatewayClass \"eg\" (langfuse_helm_gateway.class_name) does not exist", "the cluster has: standin"]),
+    "gateway-unnamed": ({"langfuse_helm_gateway": {**GATEWAY, "create": False}}, ["langfuse_helm_gateway.name is empty"]),
+    "gateway-without-class": ({"langfuse_helm_gateway": {**GATEWAY, "class_name": ""}}, ["langfuse_helm_gateway.class_name is empty"]),
+    "gateway-nginx-fabric-without-its-crds": ({"langfuse_helm_gateway": {**GATEWAY, "controller": "nginx_gateway_fabric"}},
+                                              ["clientsettingspolicies.gateway.nginx.org"]),
+    "gateway-issuer-without-cert-manager": ({"langfuse_helm_gateway": {**GATEWAY, "cluster_issuer": "letsencrypt"}},
+                                            ["clusterissuers.cert-manager.io"]),
+    "gateway-unknown-controller": ({"langfuse_helm_gateway": {**GATEWAY, "controller": "istio"}},
+                                   ["langfuse_helm_gateway", "controller", "envoy_gateway"]),
+    "exposure-unknown": ({"langfuse_helm_exposure": "loadbalancer"}, ["langfuse_helm_exposure", "ingress, gateway, none"]),
     "keda-without-keda": ({"langfuse_helm_worker": {**WORKER, "autoscaling": "keda"}}, ["scaledobjects.keda.sh"]),
     "missing-storage-class": ({"preflight_storage_class": "fast-ssd"}, ["StorageClass fast-ssd", "preflight_storage_class"]),
     # nested: a misspelt or unknown key inside a dict option
     "nested-unknown-worker-autoscaling": ({"langfuse_helm_worker": {**WORKER, "autoscaling": "vpa"}},
                                           ["value of autoscaling must be one of: hpa, keda, none, got: vpa found in langfuse_helm_worker"]),
-    "nested-ingress-clas-name": ({"langfuse_helm_ingress": {**INGRESS, "clas_name": "traefik"}},
+    "nested-ingress-clas-name": ({**BY_INGRESS, "langfuse_helm_ingress": {**INGRESS, "clas_name": "traefik"}},
                                  ["langfuse_helm_ingress", "clas_name", "Supported parameters include"]),
     "nested-web-hpa-max-replica": ({"langfuse_helm_web": {**WEB, "hpa": {**HPA, "max_replica": 9}}},
                                    ["langfuse_helm_web.hpa", "max_replica", "Supported parameters include"]),
@@ -348,7 +367,7 @@ def run_cases(tmp_path, cases, passes=None):
     services.write_text("".join(f"{k}={v}\n" for k, v in SERVICES_ENV.items()))
     hosts = {"clean": {}, **(passes or {}), **{name: case[0] for name, case in cases.items()}}
     inventory = {"langfuse": {"hosts": {name: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                                               "localenv_services_file": str(services), **mistake}
+                                               "localenv_services_file": str(services), **V3, **mistake}
                                         for name, mistake in hosts.items()}}}
     (tmp_path / "cases.yml").write_text(yaml.safe_dump(inventory))
     # install.yml's preflight, with preflight's cluster read replaced by the recorded answer.

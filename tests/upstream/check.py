@@ -29,6 +29,7 @@ server behind the API server's port-forward, and migration Jobs complete without
 import argparse
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -47,6 +48,7 @@ import argo_rollouts  # noqa: E402  pylint: disable=wrong-import-position
 import release_audit  # noqa: E402  pylint: disable=wrong-import-position
 
 INVENTORIES = ["local", "dev", "staging", "prod"]
+POST_RENDERER = REPO / "roles" / "langfuse_helm" / "files" / "post_render.sh"
 V4_DATA_SERVICES = {"clickhouse_operator_server_version": "25.12"}
 
 
@@ -180,8 +182,13 @@ def render_inventories(charts):
                     rows.append(("render", f"{inventory} with {version}", "FAIL", "compose", proc.stdout[-300:].strip()))
                     continue
                 composed = json.loads(target.read_text())
+                # With the role's post-renderer, as the role runs helm.
+                post_render = (composed["values"].get("langfuseOps") or {}).get("postRender") or {}
                 render = sh("helm", "template", "langfuse", str(chart_dir), "--namespace", "langfuse", "--kube-version",
-                            "1.37.0", "--values", "-", input=json.dumps(composed["values"]), check=False)
+                            "1.37.0", "--values", "-", "--post-renderer", str(POST_RENDERER),
+                            input=json.dumps(composed["values"]), check=False,
+                            env={**os.environ, "LANGFUSE_OPS_PYTHON": sys.executable,
+                                 "LANGFUSE_OPS_POST_RENDER": json.dumps(post_render)})
                 if render.returncode != 0:
                     rows.append(("render", f"{inventory} with {version}", "FAIL", "helm template", render.stderr.strip()[-300:]))
                     continue

@@ -98,6 +98,26 @@ def revision_problems(docs, values_text, secrets, cluster_enabled, fullname):
         got = env.get("CLICKHOUSE_CLUSTER_ENABLED", "true")
         if got != want:
             problems.append(f"{component} CLICKHOUSE_CLUSTER_ENABLED={got!r}, the inventory says {want!r}")
+    return problems + probe_problems(docs, values_text)
+
+
+def probe_problems(docs, values_text):
+    """The probes the role's post-renderer was asked for (values langfuseOps.postRender) that the manifest lacks."""
+    values = yaml.safe_load(values_text) or {}
+    config = (values.get("langfuseOps") or {}).get("postRender") or {}
+    problems = []
+    for component, patch in (config.get("components") or {}).items():
+        dep = deployment(docs, f"{config['fullname']}-{component}")
+        named = [c for c in containers(dep or {}) if c.get("name") == patch["container"]]
+        if not named:
+            problems.append(f"no container {patch['container']} in Deployment {config['fullname']}-{component}")
+            continue
+        for probe in ("startupProbe", "readinessProbe"):
+            if patch.get(probe) and not named[0].get(probe):
+                problems.append(f"{component} has no {probe} (post-renderer)")
+        path = ((named[0].get("livenessProbe") or {}).get("httpGet") or {}).get("path")
+        if patch.get("livenessPath") and path != patch["livenessPath"]:
+            problems.append(f"{component} liveness path {path!r}, not {patch['livenessPath']!r} (post-renderer)")
     return problems
 
 
