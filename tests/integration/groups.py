@@ -39,6 +39,7 @@ GROUPS = {
     "test_restore.py": "installs",
     "test_standin_cnpg.py": "installs",
     "test_standin_gateway.py": "installs",
+    "test_gateway_manifests.py": "installs",
 }
 
 # The tests CI leaves out (`--tier ci`, what `make test` runs), each with why it may: what it covers, CI covers
