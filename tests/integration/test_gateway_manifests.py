@@ -6,7 +6,6 @@ is the one object not checked so: its CRD comes with NGF's module, which the Go 
 (tests/unit/test_traffic.py checks its shape)."""
 import json
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -58,8 +58,8 @@ SERVER_CONFIG = "<clickhouse>\n" + "".join(
 """
 ALTINITY_ENGINE_30 = "Engine = MergeTree PARTITION BY event_date ORDER BY event_time TTL event_date + interval 30 day"
 ALTINITY_OPERATOR_FILES = {
-    f"01-clickhouse-0{n}-{t}.xml": f'<yandex><{t} replace="1"><database>system</database><table>{t}</table>'
-                                    f"<engine>{ALTINITY_ENGINE_30}</engine></{t}>{extra}</yandex>\n"
+    f"01-clickhouse-0{n}-{t}.xml": (f'<yandex><{t} replace="1"><database>system</database><table>{t}</table>'
+                                    f"<engine>{ALTINITY_ENGINE_30}</engine></{t}>{extra}</yandex>\n")
     for n, t, extra in [(3, "query_log", '<query_thread_log remove="1"/>'), (4, "part_log", ""), (5, "trace_log", "")]
 }
 # chDB (embedded, 26.9) collects no latency histogram, so it never creates latency_log: its section is read but
@@ -107,7 +107,7 @@ cur.execute("SELECT name, engine_full FROM system.tables WHERE database = 'syste
 print(json.dumps({name: engine for name, engine in cur.fetchall() if name != "user_query_log"}))
 """
     # Some logs are first written when chDB shuts down (trace_log): the second start sees their tables too.
-    for _ in range(2):
+    for _start in range(2):
         proc = subprocess.run([sys.executable, "-c", script, str(directory)], capture_output=True, text=True,
                               timeout=300, check=False)
         if proc.returncode != 0:
