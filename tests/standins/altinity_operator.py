@@ -72,16 +72,13 @@ import signal
 import sys
 import threading
 import time
-import traceback
 import uuid
 
-import urllib3
 import yaml
-from kubernetes import config
 from kubernetes.client.rest import ApiException
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from standin_kube import Api, forget_said, log, say_once  # noqa: E402
+from standin_kube import forget_said, log, reconcile_forever, say_once  # noqa: E402
 
 VERSION = "0.25.6"
 COMMIT = "8d7dc3f"  # `git rev-parse --short` of tag release-0.25.6
@@ -864,26 +861,10 @@ def poll_once():
 
 
 def main():
-    global API
     signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     signal.signal(signal.SIGINT, lambda *_: STOP.set())
     log(f"stand-in clickhouse-operator {VERSION} reconciler started (pid {os.getpid()})")
-    while not STOP.is_set():
-        try:
-            if API is None:
-                API = Api()
-            else:
-                API.reload()
-            poll_once()
-            forget_said("api")
-        except (ApiException, OSError, urllib3.exceptions.HTTPError, config.ConfigException) as e:
-            # API server down or restarting, cluster re-created, kubeconfig not there yet.
-            say_once("api", f"API server unavailable ({type(e).__name__}); retrying quietly")
-            if not isinstance(e, ApiException):
-                API = None
-        except Exception:  # noqa: BLE001 - a bug here must not stop the loop; say it once
-            say_once("api", "unexpected error, retrying:\n" + traceback.format_exc())
-        STOP.wait(POLL_SECONDS)
+    reconcile_forever(globals(), poll_once, STOP, POLL_SECONDS)
     log("stopped")
     return 0
 

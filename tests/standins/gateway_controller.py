@@ -66,14 +66,11 @@ import os
 import signal
 import sys
 import threading
-import traceback
 
-import urllib3
-from kubernetes import config
 from kubernetes.client.rest import ApiException
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from standin_kube import Api, forget_said, log, say_once  # noqa: E402
+from standin_kube import forget_said, log, reconcile_forever, say_once  # noqa: E402
 
 GROUP, VERSION = "gateway.networking.k8s.io", "v1"
 GRANT_VERSION = "v1beta1"
@@ -521,26 +518,11 @@ def stop(*_args):
 
 
 def main():
-    global API  # noqa: PLW0603 - the one client, rebuilt after API errors
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log(f"stand-in Gateway API controller {CONTROLLER} started (pid {os.getpid()})")
     controller = Controller()
-    while not STOP.is_set():
-        try:
-            if API is None:
-                API = Api()
-            else:
-                API.reload()
-            controller.poll()
-            forget_said("api")
-        except (ApiException, OSError, urllib3.exceptions.HTTPError, config.ConfigException) as e:
-            say_once("api", f"API server unavailable ({type(e).__name__}); retrying quietly")
-            if not isinstance(e, ApiException):
-                API = None
-        except Exception:  # noqa: BLE001 - a bug here must not stop the loop; say it once
-            say_once("api", "unexpected error, retrying:\n" + traceback.format_exc())
-        STOP.wait(POLL_SECONDS)
+    reconcile_forever(globals(), controller.poll, STOP, POLL_SECONDS)
     log("stopped")
     return 0
 
