@@ -4,7 +4,9 @@
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
 #   kwok, kwokctl, helm, promtool, and Argo Rollouts' rollouts-controller with its CRDs;
 # and, from the Go module sigs.k8s.io/gateway-api, Gateway API's standard-channel CRDs (no binary).
-# What is already in the cache is not rebuilt nor fetched again, so a warm run takes seconds.
+# What is already in the cache is not rebuilt nor fetched again, so a warm run takes seconds. With names
+# (e.g. `build-binaries.sh promtool`) it builds only those: `cluster.sh up` builds the cluster's own, and
+# promtool and rollouts-controller are built by the tests that use them.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
