@@ -249,6 +249,14 @@ def background_problems(state):
     return problems
 
 
+def system_log_warning(tables, host):
+    """The warning for ClickHouse log tables without a TTL."""
+    return (f"ClickHouse {host}: system log tables without a TTL, which grow until the disk is full: {', '.join(tables)}. "
+            "Give each a retention in a config.d file, e.g. <query_log><ttl>event_date + INTERVAL 30 DAY DELETE</ttl>"
+            "</query_log> (a table whose section has an <engine> takes the TTL inside it); the operator modes do this "
+            "with clickhouse_operator_system_log_ttl_days.")
+
+
 def disk_headroom(used, disks, factor):
     """Whether ClickHouse's disks hold `factor` times the active parts' bytes.
 

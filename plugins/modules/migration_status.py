@@ -398,6 +398,18 @@ clickhouse:
         lightweight_update: null
         statements: [GRANT SELECT(database, table, name, partition, partition_id, active, rows) ON system.parts TO langfuse]
         enough: false
+    system_logs_without_ttl:
+      description:
+        - ClickHouse's own log tables (C(system.*_log), MergeTree) whose engine has no TTL, so they grow until the disk is
+          full (the module warns); null when the user may not read C(system.tables.engine_full) (C(system_logs_error)
+          says why). The operator modes set TTLs (clickhouse_operator_system_log_ttl_days); an external server is yours
+          to configure.
+      type: list
+      elements: str
+      sample: [query_log, part_log]
+    system_logs_error:
+      description: Why C(system_logs_without_ttl) is null (the server's answer to the read).
+      type: str
     database:
       description: The database read.
       type: str
@@ -669,6 +681,19 @@ def read_grants(client, database, clustered, clustered_from, lightweight_update)
     return ms.summarize_grants(checks, results, user, clustered, clustered_from, lightweight)
 
 
+def read_system_logs_without_ttl(client):
+    """{system_logs_without_ttl: [names]}: the system log tables without a TTL; None (with system_logs_error) when the
+    server would not say, which the caller reports and never fails on (a user with upstream's grants reads only the
+    database, name and engine columns of system.tables)."""
+    try:
+        rows = client.select(
+            "SELECT name FROM system.tables WHERE database = 'system' AND endsWith(name, '_log') AND engine LIKE '%MergeTree' "
+            "AND position(engine_full, ' TTL ') = 0 ORDER BY name")
+    except QueryError as exc:
+        return {"system_logs_without_ttl": None, "system_logs_error": str(exc)}
+    return {"system_logs_without_ttl": [r["name"] for r in rows]}
+
+
 def read_clickhouse(opts, address, port, where, disk_factor=None, grants=None):
     """grants: None, or {cluster_enabled, lightweight_update} to check the user's grants for Langfuse v4."""
     client = ClickHouseHTTP(opts, address, port, where)
@@ -701,6 +726,7 @@ def read_clickhouse(opts, address, port, where, disk_factor=None, grants=None):
             raise ReadError(f"{exc} | the grant check ran nonetheless: {' | '.join(found) or 'nothing is missing'}",
                             grants=grant_state) from exc
         state = ms.summarize_clickhouse(engine, row)
+        state.update(read_system_logs_without_ttl(client))
         if grants is not None:
             clustered, clustered_from = ms.resolve_clustered(grants.get("cluster_enabled"), state)
             grant_state = read_grants(client, opts["database"], clustered, clustered_from, grants.get("lightweight_update"))
@@ -822,6 +848,8 @@ def main():
                 module.warn(f"Postgres migration {entry['migration_name']} is in progress (running {entry['running_seconds']}s); "
                             "use wait=true to wait for it")
     if "clickhouse" in state:
+        if state["clickhouse"].get("system_logs_without_ttl"):
+            module.warn(ms.system_log_warning(state["clickhouse"]["system_logs_without_ttl"], state["clickhouse"]["host"]))
         problems += ms.clickhouse_problems(state["clickhouse"], params["clickhouse"]["database"], params["expect_not_dirty"],
                                            params["min_clickhouse_version"], params["expect_replicated"],
                                            waited=waited if params["wait"] else None)

@@ -26,7 +26,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "plugins" / "filter"))
+sys.path.insert(0, str(REPO / "tests" / "localenv"))
+sys.path.insert(0, str(REPO / ".build" / "collections"))
 import clickhouse_config  # noqa: E402  pylint: disable=wrong-import-position
+from chdb_process import ChdbProcess  # noqa: E402  pylint: disable=wrong-import-position
+from ansible_collections.langfuse_ops.platform.plugins.module_utils import migration_state as ms  # noqa: E402  pylint: disable=wrong-import-position
+from ansible_collections.langfuse_ops.platform.plugins.modules import migration_status  # noqa: E402  pylint: disable=wrong-import-position
 
 TEMPLATES = REPO / "roles" / "clickhouse_operator" / "templates"
 DEFAULTS = REPO / "roles" / "clickhouse_operator" / "defaults" / "main.yml"
@@ -168,3 +173,31 @@ def test_the_filter_refuses_what_is_not_a_number_of_days(days):
 def test_the_filter_refuses_an_unknown_mode():
     with pytest.raises(Exception, match="mode must be one of operator, official"):
         clickhouse_config.system_log_ttl(7, "external")
+
+
+def test_migration_status_names_the_log_tables_of_a_server_that_keeps_them_forever(tmp_path):
+    """What an external ClickHouse is told: migration_status reads the log tables without a TTL (and warns of them,
+    in every run that reads the ClickHouse migration state). Here a chDB server behind chdb_http.py (HTTP, as the
+    module reaches ClickHouse) with query_log left as ClickHouse's config.xml has it and part_log given a TTL."""
+    (tmp_path / "config.xml").write_text(
+        "<clickhouse><query_log><database>system</database><table>query_log</table></query_log>"
+        "<part_log><database>system</database><table>part_log</table>"
+        "<ttl>event_date + INTERVAL 30 DAY DELETE</ttl></part_log></clickhouse>\n")
+    server = ChdbProcess("data?config-file=config.xml", tmp_path / "chdb_http.log", cwd=tmp_path)
+    try:
+        opts = dict(host="127.0.0.1", port=server.port, user="default", password=server.password, database="default",
+                    https=False, validate_certs=True, ca_path=None, timeout=30, forward=None)
+        client = migration_status.ClickHouseHTTP(opts, "127.0.0.1", server.port, f"127.0.0.1:{server.port}")
+        try:
+            assert migration_status.read_system_logs_without_ttl(client) == {"system_logs_without_ttl": []}
+            client.select("SELECT 1")
+            client._post("/", "SYSTEM FLUSH LOGS")  # pylint: disable=protected-access
+            found = migration_status.read_system_logs_without_ttl(client)
+        finally:
+            client.close()
+    finally:
+        server.close()
+    assert found == {"system_logs_without_ttl": ["query_log"]}
+    warning = ms.system_log_warning(found["system_logs_without_ttl"], "ch-0")
+    assert "ClickHouse ch-0: system log tables without a TTL" in warning and "query_log." in warning
+    assert "clickhouse_operator_system_log_ttl_days" in warning
