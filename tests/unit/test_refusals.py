@@ -298,6 +298,10 @@ CASES = {
     "postgres-port-name": ({"postgres_port": "postgres"}, ["argument 'postgres_port' is of type str", "cannot be converted to an int"]),
     "worker-keda-min-zero": ({"langfuse_helm_worker": {**WORKER, "keda": {**WORKER["keda"], "min_replicas": 0}}},
                              ["langfuse_helm_worker.keda.min_replicas is 0", "1 or more"]),
+    # Issue 20: the salt and the encryption key are data; a backup without them restores data nobody can read.
+    "app-secrets-backed-up-nowhere": ({"backup_cron_app_secrets_recipient": ""},
+                                      ["backup_cron_app_secrets_recipient is empty", "age-keygen",
+                                       "backup_cron_app_secrets_without_backup: true", "Nothing was changed"]),
     "backup-cron-step-zero": ({"backup_cron_postgres_schedule": "*/0 * * * *"}, ["backup_cron_postgres_schedule", "bad step"]),
     "namespace-upper-case": ({"langfuse_namespace": "Langfuse-Prod"}, ["namespace_secrets_namespace (langfuse_namespace) is 'Langfuse-Prod'"]),
     "namespace-underscore": ({"langfuse_namespace": "langfuse_prod"}, ["(langfuse_namespace) is 'langfuse_prod'", "lower-case"]),
@@ -345,6 +349,8 @@ CASES = {
 
 # host: what must pass every check, beside the clean inventory: what the refusals tell you to do instead.
 PASSES = {
+    "pass-app-secrets-without-backup-accepted": {"backup_cron_app_secrets_recipient": "",
+                                                 "backup_cron_app_secrets_without_backup": True},
     "pass-altinity-configs-password-references-and-hashes": {
         "clickhouse_operator_mode": "operator",
         "clickhouse_operator_operator_values": {"configs": {
