@@ -183,3 +183,13 @@ def test_the_exporter_and_the_backlog_rule_follow_every_queue_shard(tmp_path):
     assert len(keys) == 2 * (4 + 1 + 1 + 2 + 1)
     regex = re.search(r"key=~`([^`]*)`", data["records"]["langfuse:ingestion_backlog:sum"]["expr"])[1]
     assert len([k for k in keys if re.fullmatch(regex, k)]) == 2 * (4 + 1)
+
+
+def test_the_redis_exporter_serves_no_scrape_endpoint(tmp_path):
+    """redis_exporter's /scrape?target= logs in to any address the caller names with the exporter's Redis password
+    (issue 20): REDIS_EXPORTER_DISABLE_SCRAPE_ENDPOINT (its --disable-scrape-endpoint, main.go) turns it off; only
+    /metrics of the one Redis stays."""
+    proc, data = render(tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    _container, env = exporter_env(data)
+    assert env["REDIS_EXPORTER_DISABLE_SCRAPE_ENDPOINT"] == "true"
