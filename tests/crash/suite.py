@@ -18,7 +18,8 @@ answers health calls); the API server, Helm's storage, helm, the backup and rest
 the databases are real.
 
     tests/crash/suite.py                          # every scenario, 10 spread points each (make crash)
-    tests/crash/suite.py --points 2 --scenarios restore,upgrade   # the bounded form CI runs
+    tests/crash/suite.py --points 2 --scenarios restore,upgrade   # a bounded run of two scenarios
+    tests/crash/suite.py --points 1 --scenarios backup --no-named  # what CI runs (make crash-ci)
 """
 from __future__ import annotations
 
