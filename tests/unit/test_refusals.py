@@ -298,6 +298,12 @@ CASES = {
     "postgres-port-name": ({"postgres_port": "postgres"}, ["argument 'postgres_port' is of type str", "cannot be converted to an int"]),
     "worker-keda-min-zero": ({"langfuse_helm_worker": {**WORKER, "keda": {**WORKER["keda"], "min_replicas": 0}}},
                              ["langfuse_helm_worker.keda.min_replicas is 0", "1 or more"]),
+    # Issue 20: an exporter older than v1.83.0 ignores REDIS_EXPORTER_DISABLE_SCRAPE_ENDPOINT.
+    "redis-exporter-without-the-scrape-switch": ({**OBSERVABILITY, "observability_redis_exporter_image": "oliver006/redis_exporter:v1.82.0"},
+                                                 ["observability_redis_exporter_image", "v1.83.0 or later",
+                                                  "REDIS_EXPORTER_DISABLE_SCRAPE_ENDPOINT"]),
+    "redis-exporter-tag-without-a-version": ({**OBSERVABILITY, "observability_redis_exporter_image": "oliver006/redis_exporter:alpine"},
+                                             ["observability_redis_exporter_image", "tagged with its version"]),
     # Issue 20: the salt and the encryption key are data; a backup without them restores data nobody can read.
     "app-secrets-backed-up-nowhere": ({"backup_cron_app_secrets_recipient": ""},
                                       ["backup_cron_app_secrets_recipient is empty", "age-keygen",
