@@ -39,10 +39,11 @@ def helm_pending(history):
                 "deployed": 0, "deployed_chart": "", "deployed_app_version": "", "v3_revision": 0}
     ordered = sorted(history, key=lambda entry: int(entry["revision"]))
     latest = ordered[-1]
-    deployed = [entry for entry in ordered[:-1] if entry.get("status") in ("deployed", "superseded")]
-    # A pending upgrade leaves the revision before it "deployed"; older ones are "superseded".
-    last_good = ([e for e in deployed if e.get("status") == "deployed"] or deployed[-1:])
-    good = last_good[-1] if last_good else {}
+    # The revision Helm calls deployed: the newest one when it finished, the one before a pending or failed
+    # newest (which stays "deployed"). Failing that, the newest superseded one before the newest.
+    deployed = [entry for entry in ordered if entry.get("status") == "deployed"]
+    superseded = [entry for entry in ordered[:-1] if entry.get("status") == "superseded"]
+    good = (deployed or superseded or [{}])[-1]
     return {"pending": latest.get("status") in PENDING, "state": latest.get("status", "unknown"),
             "revision": int(latest["revision"]), "chart": latest.get("chart", ""),
             "app_version": latest.get("app_version", ""), "description": latest.get("description", ""),

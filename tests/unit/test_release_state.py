@@ -33,6 +33,25 @@ def test_a_killed_first_install_has_nothing_to_go_back_to():
     assert state["pending"] and state["deployed"] == 0
 
 
+def test_a_release_of_one_revision_is_deployed_on_its_chart():
+    """install.yml's line check reads deployed_chart: a v3 release never upgraded (one revision) must say v3, or
+    the new v4 pins would move it to v4's events_only unconfirmed (the rehearsal of CI found install.yml doing it)."""
+    state = helm_pending([rev(1, "deployed", "langfuse-1.5.41", "3.224.1", description="Install complete")])
+    assert not state["pending"]
+    assert (state["deployed"], state["deployed_chart"], state["deployed_app_version"]) == (1, "langfuse-1.5.41", "3.224.1")
+
+
+def test_the_newest_deployed_revision_is_the_deployed_one():
+    state = helm_pending([rev(1, "superseded", "langfuse-1.5.41", "3.224.1"), rev(2, "superseded", "langfuse-2.0.0", "4.4.0"),
+                          rev(3, "deployed", "langfuse-2.0.0", "4.16.0")])
+    assert (state["deployed"], state["deployed_chart"], state["deployed_app_version"]) == (3, "langfuse-2.0.0", "4.16.0")
+
+
+def test_a_failed_upgrade_leaves_the_revision_before_it_deployed():
+    state = helm_pending([rev(1, "deployed", "langfuse-1.5.41", "3.224.1"), rev(2, "failed", "langfuse-2.0.0", "4.4.0")])
+    assert (state["deployed"], state["deployed_chart"]) == (1, "langfuse-1.5.41")
+
+
 def test_deployed_and_failed_are_not_pending():
     assert not helm_pending([rev(1, "superseded"), rev(2, "deployed")])["pending"]
     assert not helm_pending([rev(1, "deployed"), rev(2, "failed")])["pending"]
