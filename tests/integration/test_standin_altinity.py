@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -101,18 +102,35 @@ class StatusWatch:
         self.proc = subprocess.Popen(
             ["kubectl", "-n", namespace, "get", kind, "--field-selector", f"metadata.name={name}", "-w", "-o", "json"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.out = []
+        # Read as kubectl prints: statuses() waits for the last state the test saw, since the watch may be behind
+        # the read that saw it (a loaded machine), and stopping kubectl then would cut the events still to come.
+        self.reader = threading.Thread(target=lambda: self.out.extend(iter(lambda: self.proc.stdout.read(1), "")),
+                                       daemon=True)
+        self.reader.start()
         time.sleep(0.5)  # let the watch start before the change it should see
 
-    def statuses(self):
-        self.proc.terminate()
-        out = self.proc.communicate(timeout=10)[0]
-        decoder, pos, seen = json.JSONDecoder(), 0, []
-        while pos < len(out.strip()):
-            while out[pos].isspace():
+    def _decoded(self):
+        text, decoder, pos, seen = "".join(self.out), json.JSONDecoder(), 0, []
+        while pos < len(text.strip()):
+            while text[pos].isspace():
                 pos += 1
-            obj, pos = decoder.raw_decode(out, pos)
+            try:
+                obj, pos = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError:
+                break  # an object kubectl is still printing
             seen.append(obj.get("status") or {})
         return seen
+
+    def statuses(self, last="Completed", timeout=60):
+        """Every status seen, once the watch has printed one whose status is `last` (or after `timeout` seconds)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not any(s.get("status") == last for s in self._decoded()):
+            time.sleep(0.2)
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.reader.join(timeout=10)
+        return self._decoded()
 
 
 def sts_names(namespace, selector):
