@@ -13,9 +13,15 @@ preflight refuses a bad input before anything changes.
 """
 import base64
 import json
+import os
 import re
 import shutil
+import socket
+import subprocess
+import threading
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
@@ -108,6 +114,97 @@ def test_redis_exporter_reads_the_queue_keys_with_least_privilege(observed, serv
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
     selector = ",".join(f"{k}={v}" for k, v in service["spec"]["selector"].items())
     assert endpoint_ips(namespace, "langfuse-redis-exporter") == pod_ips(namespace, selector) != []
+
+
+def redis_exporter_binary():
+    """redis_exporter built from its Go module (tests/localenv/build-binaries.sh redis_exporter), on first use."""
+    where = Path(run("bash", "-c", f". {REPO}/tests/localenv/lib.sh && redis_exporter_dir").stdout.strip())
+    if not (where / "redis_exporter").exists():
+        run(str(REPO / "tests" / "localenv" / "build-binaries.sh"), "redis_exporter", timeout=1500)
+    return where / "redis_exporter"
+
+
+class Listener:
+    """A TCP listener on loopback that keeps the first bytes of every connection: where a caller would point
+    /scrape?target= to collect the exporter's Redis login."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.received = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(3)
+                try:
+                    self.received.append(conn.recv(4096))
+                except OSError:
+                    self.received.append(b"")
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def http_get(url):
+    proc = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", url], capture_output=True, text=True,
+                          timeout=60, check=False)
+    body, _, code = proc.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+def test_the_redis_exporter_as_deployed_gives_its_password_to_no_address_a_caller_names(observed):
+    """The exporter's container as the role deployed it (its env and args, the password from its Secret), run as a
+    process here by redis_exporter built from its Go module (KWOK runs no container): /scrape?target=<a listener of
+    this test> is refused and the listener gets no connection, while /metrics of the one Redis answers. The same
+    container with the switch set to false hands the listener an AUTH with the password, so the test can tell."""
+    namespace = observed[0]
+    container = get(namespace, "deployment", "langfuse-redis-exporter")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    secret = next(e["valueFrom"]["secretKeyRef"] for e in container["env"] if e["name"] == "REDIS_PASSWORD")
+    password = base64.b64decode(get(namespace, "secret", secret["name"])["data"][secret["key"]]).decode()
+    binary = redis_exporter_binary()
+
+    def exporter(switch):
+        listener = Listener()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(  # noqa: S603 (the binary build-binaries.sh built)
+            [str(binary), *container.get("args", []), "--web.listen-address", f"127.0.0.1:{port}"],
+            env={"PATH": os.environ["PATH"], **env, "REDIS_PASSWORD": password,
+                 "REDIS_EXPORTER_DISABLE_SCRAPE_ENDPOINT": switch},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(300):  # a start-up limit, not an assertion on time
+                if http_get(f"http://127.0.0.1:{port}/health")[0] == 200:
+                    break
+                time.sleep(0.1)
+            scrape = http_get(f"http://127.0.0.1:{port}/scrape?target=redis://127.0.0.1:{listener.port}")
+            metrics = http_get(f"http://127.0.0.1:{port}/metrics")
+            time.sleep(1)  # let a connection the scrape made reach the listener
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            listener.close()
+        return scrape, metrics, b"".join(listener.received)
+
+    assert env["REDIS_EXPORTER_DISABLE_SCRAPE_ENDPOINT"] == "true"
+    (scrape_code, _), (metrics_code, metrics), received = exporter(env["REDIS_EXPORTER_DISABLE_SCRAPE_ENDPOINT"])
+    assert scrape_code == 404 and received == b""
+    assert metrics_code == 200 and re.search(r"^redis_up 1$", metrics, flags=re.M), metrics[:2000]
+    (scrape_code, _), _, received = exporter("false")
+    assert scrape_code == 200 and b"AUTH" in received and password.encode() in received
 
 
 def test_probes_hit_web_and_worker_health_through_blackbox(observed):
