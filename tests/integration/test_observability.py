@@ -140,7 +140,7 @@ class Listener:
     def _serve(self):
         while not self.stop.is_set():
             try:
-                conn, _ = self.sock.accept()
+                conn = self.sock.accept()[0]
             except OSError:
                 continue
             with conn:
@@ -159,7 +159,7 @@ class Listener:
 def http_get(url):
     proc = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", url], capture_output=True, text=True,
                           timeout=60, check=False)
-    body, _, code = proc.stdout.rpartition("\n")
+    body, _newline, code = proc.stdout.rpartition("\n")
     return int(code or 0), body
 
 
@@ -186,7 +186,7 @@ def test_the_redis_exporter_as_deployed_gives_its_password_to_no_address_a_calle
                  "REDIS_EXPORTER_DISABLE_SCRAPE_ENDPOINT": switch},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            for _ in range(300):  # a start-up limit, not an assertion on time
+            for _attempt in range(300):  # a start-up limit, not an assertion on time
                 if http_get(f"http://127.0.0.1:{port}/health")[0] == 200:
                     break
                 time.sleep(0.1)
@@ -200,11 +200,11 @@ def test_the_redis_exporter_as_deployed_gives_its_password_to_no_address_a_calle
         return scrape, metrics, b"".join(listener.received)
 
     assert env["REDIS_EXPORTER_DISABLE_SCRAPE_ENDPOINT"] == "true"
-    (scrape_code, _), (metrics_code, metrics), received = exporter(env["REDIS_EXPORTER_DISABLE_SCRAPE_ENDPOINT"])
-    assert scrape_code == 404 and received == b""
+    scrape, (metrics_code, metrics), received = exporter(env["REDIS_EXPORTER_DISABLE_SCRAPE_ENDPOINT"])
+    assert scrape[0] == 404 and received == b""
     assert metrics_code == 200 and re.search(r"^redis_up 1$", metrics, flags=re.M), metrics[:2000]
-    (scrape_code, _), _, received = exporter("false")
-    assert scrape_code == 200 and b"AUTH" in received and password.encode() in received
+    scrape, _metrics, received = exporter("false")
+    assert scrape[0] == 200 and b"AUTH" in received and password.encode() in received
 
 
 def test_probes_hit_web_and_worker_health_through_blackbox(observed):
