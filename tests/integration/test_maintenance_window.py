@@ -25,14 +25,17 @@ from test_upgrade_v4 import changed_tasks
 
 QUICK = {"upgrade_skip_backup": True, "upgrade_observe_seconds": 5, "upgrade_canary_observe_seconds": 5,
          "langfuse_helm_app_version": "3.225.4"}
-NEVER_READY_WORKER = {"langfuse": {"worker": {"pod": {"labels": {"localenv.langfuse-ops.io/never-ready": "true"}}}}}
+NEVER_READY_LABEL = "localenv.langfuse-ops.io/never-ready"  # tests/localenv/kwok_config.py
 
 
 @pytest.fixture(scope="module")
 def installed(cluster, services):
     namespace = f"it-mw-{uuid.uuid4().hex[:6]}"
     with installed_release(namespace):
-        yield namespace
+        try:
+            yield namespace
+        finally:
+            let_workers_be_ready(namespace)
 
 
 def lease(namespace):
@@ -70,15 +73,49 @@ def text(output):
     return " ".join(output.split())
 
 
+def hold_workers_unready(namespace, version):
+    """From now on, worker pods of `version` created in `namespace` never become Ready (KWOK's never-ready stage,
+    through a label a MutatingAdmissionPolicy sets at admission), so helm's --wait on the worker step hangs for as long
+    as the test needs: the worker step runs on the deployed values with only the image moved, so a label given in
+    the upgrade's values would never reach it. `let_workers_be_ready` takes the policy away."""
+    name = f"test-never-ready-{namespace}"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicy", "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail", "reinvocationPolicy": "Never",
+            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                                                    "resources": ["pods"]}]},
+            "matchConditions": [{"name": "worker-of-the-version", "expression":
+                                 f"object.spec.containers.exists(c, c.image.endsWith('langfuse-worker:{version}'))"}],
+            "mutations": [{"patchType": "ApplyConfiguration", "applyConfiguration": {
+                "expression": f'Object{{metadata: Object.metadata{{labels: {{"{NEVER_READY_LABEL}": "true"}}}}}}'}}],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicyBinding", "metadata": {"name": name},
+        "spec": {"policyName": name,
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}},
+    }
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [policy, binding]}))
+
+
+def let_workers_be_ready(namespace):
+    name = f"test-never-ready-{namespace}"
+    kubectl("delete", "mutatingadmissionpolicybinding", name, "--ignore-not-found")
+    kubectl("delete", "mutatingadmissionpolicy", name, "--ignore-not-found")
+
+
 def hanging_upgrade(namespace, version, tmp_path):
     """upgrade.yml to `version` whose worker step hangs (its pods never Ready), once helm has the release pending."""
-    first = BackgroundPlaybook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": version,
-                                           "langfuse_helm_values": NEVER_READY_WORKER}, log_dir=tmp_path)
+    hold_workers_unready(namespace, version)
+    first = BackgroundPlaybook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": version},
+                               log_dir=tmp_path)
     try:
         wait_for("the first run's lock", lambda: lease(namespace), timeout=300)
         return first
     except BaseException:
         first.kill()
+        let_workers_be_ready(namespace)
         raise
 
 
@@ -121,6 +158,7 @@ def test_a_second_run_is_refused_and_a_killed_controller_leaves_no_helm_behind(i
     time.sleep(3)
     assert history(namespace) == settled and settled[-1]["status"] in ("deployed", "pending-upgrade", "pending-rollback")
 
+    let_workers_be_ready(namespace)
     taken = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_take_over_lock": namespace,
                                  "langfuse_helm_recover_pending": namespace})
     assert taken.returncode == 0, taken.stdout[-4000:]
@@ -139,6 +177,7 @@ def test_a_run_killed_in_its_helm_step_is_finished_by_the_ways_out_its_reruns_na
     for pid, _args in helm_processes(namespace):
         os.kill(pid, 9)
     first.kill()
+    let_workers_be_ready(namespace)
     wait_for("the renewer to mark the lock ended", lambda: (lease(namespace) or {}).get("metadata", {})
              .get("annotations", {}).get("langfuse-ops.io/holder-ended"), timeout=90)
     assert history(namespace)[-1]["status"] == "pending-upgrade"
