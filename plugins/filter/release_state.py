@@ -20,12 +20,15 @@ from ansible.errors import AnsibleFilterError
 
 WRITE_MODE = "LANGFUSE_MIGRATION_V4_WRITE_MODE"
 BACKFILL = "LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL"
+# Lets the worker drop the historic backfill's scratch table (upgrade.yml's phase drop_scratch, after the cut-over).
+SCRATCH_DROP = "LANGFUSE_BACKGROUND_MIGRATION_V4_DROP_PID_TID_SORTING_TABLES"
 PENDING = ("pending-install", "pending-upgrade", "pending-rollback")
 # The phase whose record each deployed write state goes with.
 RECORD_FOR = {"v3": ("", "infra"), "dual": ("dual",), "backfill": ("backfill",), "events_only": ("", "cutover"),
-              "legacy": ("",)}
+              "legacy": ("",), "drop_scratch": ("drop_scratch",)}
 # What a record repaired from the deployed release says.
-REPAIRED_PHASE = {"v3": "infra", "dual": "dual", "backfill": "backfill", "events_only": "cutover"}
+REPAIRED_PHASE = {"v3": "infra", "dual": "dual", "backfill": "backfill", "events_only": "cutover",
+                  "drop_scratch": "drop_scratch"}
 
 
 def helm_pending(history):
@@ -65,8 +68,9 @@ def _image_tag(image):
 
 
 def v4_deployed_phase(manifest, fullname):
-    """The write state a release's manifest (YAML text, or its list of documents) runs: {present, phase, web, worker, mode, backfill}, phase being
-    v3 (a 3.x web image), dual, backfill, events_only or legacy; present False without a web Deployment."""
+    """The write state a release's manifest (YAML text, or its list of documents) runs: {present, phase, web, worker, mode, backfill,
+    drop_scratch}, phase being v3 (a 3.x web image), dual, backfill, events_only, drop_scratch (events_only with the
+    scratch table's drop on) or legacy; present False without a web Deployment."""
     containers = {}
     # kubernetes.core.helm_info returns the manifest as its list of documents; `helm get manifest` prints YAML.
     docs = yaml.safe_load_all(manifest) if isinstance(manifest, str) else list(manifest or [])
@@ -79,7 +83,7 @@ def v4_deployed_phase(manifest, fullname):
                 found = ((doc.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or [{}]
                 containers[component] = found[0]
     if "web" not in containers:
-        return {"present": False, "phase": "", "web": "", "worker": "", "mode": "", "backfill": False}
+        return {"present": False, "phase": "", "web": "", "worker": "", "mode": "", "backfill": False, "drop_scratch": False}
 
     def env(component):
         return {e.get("name"): str(e.get("value", "")) for e in containers.get(component, {}).get("env") or [] if "name" in e}
@@ -91,8 +95,10 @@ def v4_deployed_phase(manifest, fullname):
     mode = next((m for m in modes if m), "events_only")
     backfill = any(env(c).get(BACKFILL, "").lower() == "true" for c in ("worker", "web"))
     on_v4 = any(_major(tag) >= 4 for tag in (web, worker))
-    phase = ("backfill" if mode == "dual" and backfill else mode) if on_v4 else "v3"
-    return {"present": True, "phase": phase, "web": web, "worker": worker, "mode": mode, "backfill": backfill}
+    drop = any(env(c).get(SCRATCH_DROP, "").lower() == "true" for c in ("worker", "web"))
+    phase = ("backfill" if mode == "dual" and backfill else "drop_scratch" if mode == "events_only" and drop else mode)
+    return {"present": True, "phase": phase if on_v4 else "v3", "web": web, "worker": worker, "mode": mode,
+            "backfill": backfill, "drop_scratch": drop}
 
 
 def v4_record_problem(record, deployed, namespace, requested=""):
@@ -107,7 +113,8 @@ def v4_record_problem(record, deployed, namespace, requested=""):
         if resumes:
             return ""
         finish = (f"ansible-playbook playbooks/upgrade.yml -e upgrade_phase={phase}"
-                  + (f" -e upgrade_confirm_cutover={namespace}" if phase == "cutover" else ""))
+                  + (f" -e upgrade_confirm_cutover={namespace}" if phase == "cutover" else "")
+                  + (f" -e upgrade_confirm_drop_scratch={namespace}" if phase == "drop_scratch" else ""))
         one_way = ("A cut-over is one-way: it is not rolled back to v3, and it is finished only when confirmed again. "
                    if phase == "cutover" else "")
         return (f"upgrade.yml's v3 -> v4 phase {phase} was started at {since} and did not finish (the run was stopped); "
@@ -131,7 +138,8 @@ def _says(deployed):
     if deployed.get("phase") == "v3":
         return f"Langfuse {deployed.get('web')} (v3, worker {deployed.get('worker')})"
     return (f"Langfuse web {deployed.get('web')} / worker {deployed.get('worker')} in write mode {deployed.get('mode')}"
-            f"{' with the historic backfill on' if deployed.get('backfill') else ''}")
+            f"{' with the historic backfill on' if deployed.get('backfill') else ''}"
+            f"{' with the drop of the backfill scratch table on' if deployed.get('drop_scratch') else ''}")
 
 
 def unfinished_jobs(jobs):

@@ -273,6 +273,102 @@ def disk_headroom(used, disks, factor):
                        "total_space": int(d["total_space"])} for d in disks]}
 
 
+# Upstream's last step of the v4 historic backfill (langfuse v4.16.0,
+# worker/src/backgroundMigrations/dropPidTidSortingTables.ts and its Prisma migration
+# 20260701115504_add_drop_pid_tid_sorting_tables_background_migration): a background migration row, dormant until
+# the worker runs with its env gate "true", that drops the backfill's scratch table. Its validate() asks that
+# step 4 be registered, finished and not failed; otherwise the manager marks step 5 failed, and a failed row is
+# never picked again until someone clears its failed_at: so the gate goes on only once step 4 has finished.
+SCRATCH_DROP_GATE = "LANGFUSE_BACKGROUND_MIGRATION_V4_DROP_PID_TID_SORTING_TABLES"
+SCRATCH_DROP_STEP = "20260701_v4_step_5_drop_pid_tid_sorting_tables"
+SCRATCH_DROP_AFTER = "20260701_v4_step_4_backfill_events_full_from_dataset_run_items"
+
+
+def background_step(background, name):
+    """{name, state, ...} of one background migration: state missing, finished, failed (failed_at,
+    failed_reason), running or waiting (locked_at)."""
+    if name in background.get("finished", []):
+        return {"name": name, "state": "finished"}
+    for entry in background.get("failed", []):
+        if entry["name"] == name:
+            return {"name": name, "state": "failed", "failed_at": entry["failed_at"], "failed_reason": entry["failed_reason"]}
+    for entry in background.get("unfinished", []):
+        if entry["name"] == name:
+            return {"name": name, "state": "running" if entry["running"] else "waiting", "locked_at": entry["locked_at"]}
+    return {"name": name, "state": "missing"}
+
+
+def scratch_state(background, table):
+    """The backfill's scratch table and the two background migrations that decide whether it may be dropped.
+
+    background: classify_background_migrations' summary; table: read_scratch_table's {exists, parts, rows,
+    bytes_on_disk, bytes_error}."""
+    return {"table": dict(table, name=BACKFILL_SCRATCH_TABLE), "gate": SCRATCH_DROP_GATE,
+            "after": background_step(background, SCRATCH_DROP_AFTER), "step": background_step(background, SCRATCH_DROP_STEP)}
+
+
+def scratch_size(table):
+    """What the scratch table holds, in words."""
+    if not table["exists"]:
+        return f"{BACKFILL_SCRATCH_TABLE} does not exist"
+    size = (size_words(table["bytes_on_disk"]) if table.get("bytes_on_disk") is not None
+            else f"size on disk unknown: {table.get('bytes_error')}")
+    return f"{BACKFILL_SCRATCH_TABLE} holds {table['rows']} rows in {table['parts']} active parts ({size})"
+
+
+def scratch_problems(state):
+    """Why the scratch table may not be dropped now ([] when it may, or when step 5 already ran), each naming
+    what was found and what to do."""
+    after, step = state["after"], state["step"]
+    if step["state"] == "finished":
+        return []
+    if step["state"] == "missing":
+        return [f"Background migration {SCRATCH_DROP_STEP} is not registered: Langfuse 4.16.0 or later registers it (its "
+                "Prisma migrations run when the web starts). Upgrade to it first."]
+    if step["state"] == "failed":
+        return [f"Background migration {SCRATCH_DROP_STEP} failed at {step['failed_at']}: {_excerpt(step['failed_reason'])}. "
+                "Langfuse does not retry a failed background migration. "
+                + ("Once step 4 has finished, clear the failure in Postgres: UPDATE background_migrations SET failed_at = "
+                   f"NULL, failed_reason = NULL WHERE name = '{SCRATCH_DROP_STEP}'; then run this again."
+                   if after["state"] != "finished" else
+                   f"Step 4 ({SCRATCH_DROP_AFTER}) has finished since, so clear the failure in Postgres: UPDATE "
+                   f"background_migrations SET failed_at = NULL, failed_reason = NULL WHERE name = '{SCRATCH_DROP_STEP}'; "
+                   "then run this again.")]
+    if after["state"] == "finished":
+        return []
+    found = {"missing": "is not registered", "running": f"is running (locked at {after.get('locked_at')})",
+             "waiting": "has not started (or waits for a worker)",
+             "failed": f"failed at {after.get('failed_at')}: {_excerpt(after.get('failed_reason'))}"}[after["state"]]
+    return [f"The historic backfill's step 4 ({SCRATCH_DROP_AFTER}) {found}. Its scratch table is still the backfill's "
+            f"input, and turning on {SCRATCH_DROP_GATE} before step 4 has finished makes Langfuse mark the drop as failed "
+            "for good (its validate() wants step 4 finished). Let the backfill finish (Langfuse UI: version tag -> "
+            "Background Migrations), then run this again."]
+
+
+def scratch_drop_problems(state, waited=None):
+    """Why step 5 has not dropped the scratch table ([] once it finished)."""
+    step = state["step"]
+    if step["state"] == "finished":
+        return []
+    if step["state"] == "failed":
+        return scratch_problems(state)
+    if step["state"] == "missing":
+        return scratch_problems(state)
+    how = f"after waiting {waited}s" if waited is not None else "yet"
+    return [f"Background migration {SCRATCH_DROP_STEP} has not finished {how} ({step['state']}"
+            + (f", locked at {step.get('locked_at')}" if step.get("locked_at") else "") + "). The worker runs background "
+            "migrations one at a time when it starts: see its log ([Drop PID/TID sorting tables]) and the Langfuse UI "
+            "(version tag -> Background Migrations); run this again to wait once more."]
+
+
+def size_words(value):
+    """A byte count for people: 1.5 GiB, 12.0 MiB, 300 bytes."""
+    for unit, power in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if value >= 2**power:
+            return f"{value / 2**power:.1f} {unit}"
+    return f"{value} bytes"
+
+
 def _gib(value):
     return f"{value / 2**30:.1f} GiB"
 
@@ -497,6 +593,11 @@ def validate_params(params):
             errors.append(f"{name} needs check_v4_clickhouse_grants")
     if params.get("expect_background_migrations_done") and not params.get("postgres"):
         errors.append("expect_background_migrations_done needs postgres")
+    if params.get("backfill_scratch") and not (params.get("postgres") and params.get("clickhouse")):
+        errors.append("backfill_scratch needs postgres and clickhouse")
+    for name in ("expect_backfill_scratch_droppable", "expect_backfill_scratch_dropped"):
+        if params.get(name) and not params.get("backfill_scratch"):
+            errors.append(f"{name} needs backfill_scratch")
     for name, low in (("wait_timeout", 0), ("wait_interval", 1), ("in_progress_grace", 0)):
         if params.get(name) is not None and params[name] < low:
             errors.append(f"{name} must be at least {low}")

@@ -181,6 +181,28 @@ options:
       - Langfuse v4's historic backfill needs about 3 (upgrade-v3-to-v4.mdx). Reads C(system.disks), which ClickHouse has
         since 19.15. Needs O(clickhouse).
     type: float
+  backfill_scratch:
+    description:
+      - Also read the Langfuse v4 historic backfill's scratch table (C(observations_pid_tid_sorting): active parts, rows,
+        bytes on disk) and the background migrations that decide whether it may be dropped (step 4 of the backfill, and
+        step 5, which drops it once the worker runs with C(LANGFUSE_BACKGROUND_MIGRATION_V4_DROP_PID_TID_SORTING_TABLES=true)),
+        into RV(backfill_scratch).
+      - Needs O(postgres) and O(clickhouse).
+    type: bool
+    default: false
+  expect_backfill_scratch_droppable:
+    description:
+      - With O(backfill_scratch), fail unless step 5 has run or may run now - registered (Langfuse 4.16.0 or later), not
+        failed, and step 4 finished. Upstream's step 5 marks itself failed for good when it starts before step 4 has
+        finished, so its gate must not go on earlier.
+    type: bool
+    default: false
+  expect_backfill_scratch_dropped:
+    description:
+      - With O(backfill_scratch), fail unless step 5 has finished (the worker dropped the table). With O(wait), wait for
+        it to finish or fail, up to O(wait_timeout).
+    type: bool
+    default: false
   check_v4_clickhouse_grants:
     description:
       - Fail unless the ClickHouse user (O(clickhouse.user), the one Langfuse runs as) holds every grant Langfuse v4
@@ -416,6 +438,19 @@ clickhouse:
     connected_via:
       description: C(direct), or C(pod <namespace>/<pod>:<port>) through a port-forward.
       type: str
+backfill_scratch:
+  description:
+    - With O(backfill_scratch) only. C(table) (C(name), C(exists), C(parts), C(rows), C(bytes_on_disk) or null with
+      C(bytes_error) when the user may not read that column of C(system.parts)), C(gate) (the env variable), C(after)
+      (step 4) and C(step) (step 5), each with C(name) and C(state) (missing, waiting, running, failed with C(failed_at)
+      and C(failed_reason), finished). Sizes are what the server that answered holds.
+  returned: success
+  type: dict
+  sample:
+    table: {name: observations_pid_tid_sorting, exists: true, parts: 3, rows: 120000, bytes_on_disk: 5242880, bytes_error: null}
+    gate: LANGFUSE_BACKGROUND_MIGRATION_V4_DROP_PID_TID_SORTING_TABLES
+    after: {name: 20260701_v4_step_4_backfill_events_full_from_dataset_run_items, state: finished}
+    step: {name: 20260701_v4_step_5_drop_pid_tid_sorting_tables, state: waiting, locked_at: null}
 settled:
   description: No migration in progress (no Postgres migration in progress, ClickHouse not dirty).
   returned: always
@@ -517,6 +552,9 @@ ARGUMENT_SPEC = dict(
     expect_no_failed=dict(type="bool", default=True),
     expect_background_migrations_done=dict(type="bool", default=False),
     clickhouse_disk_factor=dict(type="float"),
+    backfill_scratch=dict(type="bool", default=False),
+    expect_backfill_scratch_droppable=dict(type="bool", default=False),
+    expect_backfill_scratch_dropped=dict(type="bool", default=False),
     check_v4_clickhouse_grants=dict(type="bool", default=False),
     clickhouse_cluster_enabled=dict(type="bool"),
     clickhouse_lightweight_update=dict(type="bool"),
@@ -694,8 +732,28 @@ def read_system_logs_without_ttl(client):
     return {"system_logs_without_ttl": [r["name"] for r in rows]}
 
 
-def read_clickhouse(opts, address, port, where, disk_factor=None, grants=None):
-    """grants: None, or {cluster_enabled, lightweight_update} to check the user's grants for Langfuse v4."""
+def read_scratch_table(client, database):
+    """The v4 backfill's scratch table on this server: {exists, parts, rows, bytes_on_disk, bytes_error}. Upstream's
+    grants give the Langfuse user some columns of system.parts only, without bytes_on_disk: then the size on disk is
+    None and bytes_error says why."""
+    where = f"database = {_ch_string(database)} AND table = {_ch_string(ms.BACKFILL_SCRATCH_TABLE)}"
+    exists = bool(client.select(f"SELECT name FROM system.tables WHERE database = {_ch_string(database)} "
+                                f"AND name = {_ch_string(ms.BACKFILL_SCRATCH_TABLE)}"))
+    counts = client.select(f"SELECT toUInt64(count()) AS parts, toUInt64(sum(rows)) AS rows FROM system.parts "
+                           f"WHERE active AND {where}")[0]
+    table = {"exists": exists, "parts": int(counts["parts"]), "rows": int(counts["rows"]), "bytes_on_disk": None,
+             "bytes_error": None}
+    try:
+        table["bytes_on_disk"] = int(client.select(f"SELECT toUInt64(sum(bytes_on_disk)) AS b FROM system.parts "
+                                                   f"WHERE active AND {where}")[0]["b"])
+    except QueryError as exc:
+        table["bytes_error"] = str(exc)
+    return table
+
+
+def read_clickhouse(opts, address, port, where, disk_factor=None, grants=None, scratch=False):
+    """grants: None, or {cluster_enabled, lightweight_update} to check the user's grants for Langfuse v4; scratch:
+    read the v4 backfill's scratch table too."""
     client = ClickHouseHTTP(opts, address, port, where)
     disks = used = None
     grant_state = None
@@ -727,6 +785,8 @@ def read_clickhouse(opts, address, port, where, disk_factor=None, grants=None):
                             grants=grant_state) from exc
         state = ms.summarize_clickhouse(engine, row)
         state.update(read_system_logs_without_ttl(client))
+        if scratch:
+            state["backfill_scratch_table"] = read_scratch_table(client, opts["database"])
         if grants is not None:
             clustered, clustered_from = ms.resolve_clustered(grants.get("cluster_enabled"), state)
             grant_state = read_grants(client, opts["database"], clustered, clustered_from, grants.get("lightweight_update"))
@@ -802,7 +862,10 @@ def read_state(module):
             grants = {"cluster_enabled": params["clickhouse_cluster_enabled"],
                       "lightweight_update": bool(params["clickhouse_lightweight_update"])}
         result["clickhouse"] = through_target(module, params["clickhouse"], read_clickhouse,
-                                              params["clickhouse_disk_factor"], grants)
+                                              params["clickhouse_disk_factor"], grants, params["backfill_scratch"])
+    if params["backfill_scratch"]:
+        result["backfill_scratch"] = ms.scratch_state(result["postgres"]["background_migrations"],
+                                                      result["clickhouse"].pop("backfill_scratch_table"))
     return result, applied
 
 
@@ -829,6 +892,8 @@ def main():
             module.fail_json(msg=f"could not read the migration state{waited}: {exc}", settled=False,
                              waited=int(time.monotonic() - start), **found)
         pending = ms.pending_reasons(state, dirty_counts=params["expect_not_dirty"])
+        if params["expect_backfill_scratch_dropped"] and state["backfill_scratch"]["step"]["state"] in ("waiting", "running"):
+            pending.append(f"{ms.SCRATCH_DROP_STEP} {state['backfill_scratch']['step']['state']}")
         if not params["wait"] or not pending or time.monotonic() >= deadline:
             break
         time.sleep(params["wait_interval"])
@@ -858,6 +923,10 @@ def main():
         if "grants" in state["clickhouse"]:
             problems += ms.grant_problems(state["clickhouse"]["grants"], params["clickhouse"]["database"],
                                           state["clickhouse"]["host"])
+    if params["backfill_scratch"] and params["expect_backfill_scratch_droppable"]:
+        problems += ms.scratch_problems(state["backfill_scratch"])
+    if params["backfill_scratch"] and params["expect_backfill_scratch_dropped"]:
+        problems += ms.scratch_drop_problems(state["backfill_scratch"], waited if params["wait"] else None)
     if problems:
         module.fail_json(msg=" | ".join(problems), problems=problems, **result)
     module.exit_json(**result)

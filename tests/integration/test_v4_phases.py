@@ -6,12 +6,15 @@ v3 -> dual again -> backfill -> cutover (events_only, confirmed, after the backg
 rollback. Each phase is its own run; the state is the ConfigMap langfuse-v4-migration. The databases are
 the test's own (the cut-over gate reads background_migrations there).
 """
+import contextlib
 import json
+import sys
+import threading
 import uuid
 
 import pytest
 
-from conftest import ChdbServer, ch, installed_release, kubectl, pg, playbook, run, PRISMA_DDL
+from conftest import REPO, ChdbServer, ch, installed_release, kubectl, pg, playbook, run, PRISMA_DDL
 from release_audit import audit, revisions
 from test_install import recap
 from test_upgrade_v4 import V4, changed_tasks, secrets_of
@@ -192,6 +195,110 @@ def test_backfill_then_a_gated_confirmed_cutover_and_no_way_back(walk, services)
     refused = upgrade("rollback")
     assert refused.returncode != 0 and "No rollback to v3" in text(refused) and "point of commitment" in text(refused)
     assert state(namespace)["phase"] == "cutover" and env(namespace, "web")[0].endswith(":4.4.0")
+
+
+@contextlib.contextmanager
+def worker_starts(namespace, services, database):
+    """Langfuse's background-migration manager (tests/standins/background_migrations.py), run each time the worker
+    Deployment rolls out a new template, with that template's env, as a starting worker runs it. Yields the list of what
+    it ran."""
+    sys.path.insert(0, str(REPO / "tests" / "standins"))
+    import background_migrations  # noqa: E402 pylint: disable=import-outside-toplevel
+
+    ran, stop = [], threading.Event()
+
+    def generation():
+        return json.loads(kubectl("-n", namespace, "get", "deployment", "langfuse-worker", "-o", "json").stdout)[
+            "metadata"]["generation"]
+
+    def watch():
+        seen = generation()
+        with pg(services, database) as conn:
+            while not stop.wait(0.5):
+                now = generation()
+                if now != seen:
+                    seen = now
+                    ran.extend(background_migrations.run_at_worker_start(
+                        conn, lambda sql: ch(services, sql), database, env(namespace, "worker")[1]))
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield ran
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def scratch_rows(services, name):
+    return int(ch(services, f"SELECT count() FROM system.parts WHERE active AND database = '{name}' "
+                            "AND table = 'observations_pid_tid_sorting'").strip() or 0), ch(
+        services, f"EXISTS TABLE {name}.observations_pid_tid_sorting").strip()
+
+
+def test_the_scratch_drop_waits_for_step_4_asks_first_and_says_what_it_freed(walk, services):
+    """Phase drop_scratch after the cut-over: upstream's step 5, turned on only once step 4 has finished (step 5 would
+    otherwise mark itself failed for good), after a named confirmation; the worker's manager (the stand-in) drops the
+    table; the run says what that freed; the gate stays in every later release."""
+    namespace, upgrade, name = walk
+    gate = "LANGFUSE_BACKGROUND_MIGRATION_V4_DROP_PID_TID_SORTING_TABLES"
+    sys.path.insert(0, str(REPO / "tests" / "standins"))
+    import background_migrations  # noqa: E402 pylint: disable=import-outside-toplevel
+
+    early = upgrade("drop_scratch", upgrade_confirm_drop_scratch=namespace)
+    assert early.returncode != 0 and "is not registered: Langfuse 4.16.0 or later registers it" in text(early), early.stdout[-3000:]
+    with pg(services, name) as conn:
+        background_migrations.register_v4_16_rows(conn)
+        conn.execute("UPDATE background_migrations SET locked_at = now() WHERE name LIKE '%step_4%'")
+    ch(services, f"CREATE TABLE {name}.observations_pid_tid_sorting (project_id String, id String) "
+                 "ENGINE = MergeTree ORDER BY (project_id, id)")
+    for part in range(3):
+        ch(services, f"INSERT INTO {name}.observations_pid_tid_sorting SELECT 'p{part}', toString(number) FROM numbers(50000)")
+    count = len(revisions(namespace))
+
+    running = upgrade("drop_scratch", upgrade_confirm_drop_scratch=namespace)
+    assert running.returncode != 0, running.stdout[-3000:]
+    assert "(20260701_v4_step_4_backfill_events_full_from_dataset_run_items) is running (locked at" in text(running)
+    assert "mark the drop as failed for good" in text(running)
+    with pg(services, name) as conn:
+        conn.execute("UPDATE background_migrations SET finished_at = now(), locked_at = NULL WHERE name LIKE '%step_4%'")
+    unconfirmed = upgrade("drop_scratch")
+    assert unconfirmed.returncode != 0, unconfirmed.stdout[-3000:]
+    assert "observations_pid_tid_sorting holds 150000 rows in 3 active parts (" in text(unconfirmed)
+    assert f"re-run with -e upgrade_confirm_drop_scratch={namespace}" in text(unconfirmed)
+    assert gate not in env(namespace, "worker")[1] and len(revisions(namespace)) == count
+    assert state(namespace)["phase"] == "cutover" and scratch_rows(services, name) == (3, "1")
+
+    with worker_starts(namespace, services, name) as ran:
+        proc = upgrade("drop_scratch", upgrade_confirm_drop_scratch=namespace)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert ran == ["20260701_v4_step_5_drop_pid_tid_sorting_tables"]
+    assert scratch_rows(services, name) == (0, "0")
+    assert "Step 5 dropped observations_pid_tid_sorting in " + namespace + ": freed 150000 rows, " in text(proc)
+    assert env(namespace, "worker")[1][gate] == "true" and env(namespace, "web")[1][gate] == "true"
+    assert (state(namespace)["phase"], state(namespace)["state"]) == ("drop_scratch", "done")
+    with pg(services, name) as conn:
+        assert conn.execute("SELECT finished_at IS NOT NULL, failed_at IS NULL FROM background_migrations "
+                            "WHERE name LIKE '%step_5%'").fetchone() == (True, True)
+
+    again = upgrade("drop_scratch")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "has already run: observations_pid_tid_sorting does not exist" in text(again)
+    assert recap(again.stdout)["changed"] == 0, changed_tasks(again.stdout)
+    install = playbook("install", {"langfuse_namespace": namespace, **V4, **walk_databases(walk)})
+    assert install.returncode == 0 and recap(install.stdout)["changed"] == 0, changed_tasks(install.stdout)
+    assert env(namespace, "worker")[1][gate] == "true"
+    refused = upgrade("rollback")
+    assert refused.returncode != 0 and "No rollback to v3" in text(refused)
+    # A run stopped after it turned the gate on and before it recorded the drop: install.yml refuses; the phase finishes.
+    kubectl("-n", namespace, "patch", "configmap", "langfuse-v4-migration", "--type=merge", "-p", '{"data":{"state":"started"}}')
+    stopped = playbook("install", {"langfuse_namespace": namespace, **V4, **walk_databases(walk)})
+    assert stopped.returncode != 0 and "phase drop_scratch was started at" in text(stopped)
+    assert f"Finish that phase first: ansible-playbook playbooks/upgrade.yml -e upgrade_phase=drop_scratch -e " \
+           f"upgrade_confirm_drop_scratch={namespace}" in text(stopped)
+    finished = upgrade("drop_scratch")
+    assert finished.returncode == 0, finished.stdout[-3000:]
+    assert (state(namespace)["phase"], state(namespace)["state"]) == ("drop_scratch", "done")
 
 
 def walk_databases(walk):

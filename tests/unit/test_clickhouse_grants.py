@@ -396,3 +396,53 @@ def test_lightweight_update_error_is_reported_not_taken_as_missing():
 ])
 def test_grant_options_are_checked(params, error):
     assert error in ms.validate_params(params)
+
+
+# --- the v4 backfill's scratch table (backfill_scratch) ------------------------------------------------
+
+def test_scratch_table_is_measured_then_dropped_with_upstreams_statement_under_upstreams_grants(full):
+    """What the drop step reports it frees, read as the user with upstream's grants, before and after step 5's own
+    statement (buildDropScratchTableQuery, unclustered: DROP TABLE IF EXISTS <db>.<table> SYNC)."""
+    client = full.client()
+    try:
+        assert module.read_scratch_table(client, "langfuse") == {
+            "exists": False, "parts": 0, "rows": 0, "bytes_on_disk": 0, "bytes_error": None}
+        client._post("/", f"CREATE TABLE langfuse.{ms.BACKFILL_SCRATCH_TABLE} (project_id String, id String, "
+                          "start_time DateTime64(3)) ENGINE = MergeTree ORDER BY (project_id, id)")
+        for part in range(3):
+            client._post("/", f"INSERT INTO langfuse.{ms.BACKFILL_SCRATCH_TABLE} SELECT 'p{part}', toString(number), "
+                              "now64(3) FROM numbers(20000)")
+        before = module.read_scratch_table(client, "langfuse")
+        assert (before["exists"], before["parts"], before["rows"], before["bytes_error"]) == (True, 3, 60000, None)
+        assert before["bytes_on_disk"] > 60000  # at least a byte a row: the ids alone are longer
+        assert ms.scratch_size(before).startswith(f"{ms.BACKFILL_SCRATCH_TABLE} holds 60000 rows in 3 active parts (")
+        client._post("/", f"DROP TABLE IF EXISTS langfuse.{ms.BACKFILL_SCRATCH_TABLE} SYNC")
+        after = module.read_scratch_table(client, "langfuse")
+        assert (after["exists"], after["parts"], after["rows"], after["bytes_on_disk"]) == (False, 0, 0, 0)
+        assert ms.scratch_size(after) == f"{ms.BACKFILL_SCRATCH_TABLE} does not exist"
+    finally:
+        client.close()
+
+
+def test_scratch_size_without_bytes_on_disk_says_why(full):
+    """Upstream's grants give SELECT on seven columns of system.parts, not bytes_on_disk. chDB grants every system table
+    (see the module docstring), so the server's refusal is stubbed here; the rest of the read is chDB's."""
+    denied = "Code: 497. DB::Exception: langfuse: Not enough privileges. (ACCESS_DENIED)"
+
+    class NoBytes(module.ClickHouseHTTP):
+        def select(self, query):
+            if "bytes_on_disk" in query:
+                raise module.QueryError(f"{self.where} answered HTTP 403: {denied}", denied)
+            return super().select(query)
+
+    client = NoBytes(full.opts("default"), "127.0.0.1", full.port, f"127.0.0.1:{full.port}")
+    try:
+        client._post("/", f"CREATE TABLE langfuse.{ms.BACKFILL_SCRATCH_TABLE} (id String) ENGINE = MergeTree ORDER BY id")
+        client._post("/", f"INSERT INTO langfuse.{ms.BACKFILL_SCRATCH_TABLE} SELECT toString(number) FROM numbers(10)")
+        table = module.read_scratch_table(client, "langfuse")
+        assert (table["exists"], table["rows"], table["bytes_on_disk"]) == (True, 10, None)
+        assert "ACCESS_DENIED" in table["bytes_error"]
+        assert "size on disk unknown: " in ms.scratch_size(table) and "holds 10 rows in 1 active parts" in ms.scratch_size(table)
+    finally:
+        client._post("/", f"DROP TABLE IF EXISTS langfuse.{ms.BACKFILL_SCRATCH_TABLE} SYNC")
+        client.close()

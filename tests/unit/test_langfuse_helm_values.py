@@ -81,6 +81,7 @@ V4 = {"langfuse_helm_release_line": "v4", "langfuse_helm_chart_version": "2.0.0"
     ("dual", "legacy", {"LANGFUSE_MIGRATION_V4_WRITE_MODE": "dual",
                         "LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL": "false"}),
     ("cutover", "legacy", {}),
+    ("drop_scratch", "legacy", {"LANGFUSE_BACKGROUND_MIGRATION_V4_DROP_PID_TID_SORTING_TABLES": "true"}),
     ("", "legacy", {"LANGFUSE_MIGRATION_V4_WRITE_MODE": "legacy",
                     "LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL": "false",
                     "LANGFUSE_MIGRATION_V4_NATIVE_OTEL_BEHAVIOUR": "dual_write",
@@ -88,7 +89,7 @@ V4 = {"langfuse_helm_release_line": "v4", "langfuse_helm_chart_version": "2.0.0"
 ])
 def test_the_write_mode_follows_the_recorded_phase(tmp_path, phase, mode, expected):
     rendered = values(tmp_path, **V4, langfuse_helm_v4_write_mode=mode, langfuse_helm_v4_migration={"phase": phase})
-    got = {k: v for k, v in env(rendered).items() if k.startswith("LANGFUSE_MIGRATION_V4") or "BACKFILL" in k}
+    got = {k: v for k, v in env(rendered).items() if k.startswith(("LANGFUSE_MIGRATION_V4", "LANGFUSE_BACKGROUND_MIGRATION"))}
     assert got == expected
     assert rendered["clickhouse"]["cluster"] == {"enabled": False} and "clusterEnabled" not in rendered["clickhouse"]
 

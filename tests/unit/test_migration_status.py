@@ -380,3 +380,74 @@ def test_disk_headroom_takes_the_roomiest_disk_and_the_factor_on_top_of_the_data
 def test_disk_factor_needs_clickhouse_and_is_at_least_one():
     assert "clickhouse_disk_factor needs clickhouse" in ms.validate_params({"postgres": {"host": "pg"}, "clickhouse_disk_factor": 3})
     assert "clickhouse_disk_factor must be at least 1" in ms.validate_params({"clickhouse": {"host": "ch"}, "clickhouse_disk_factor": 0.5})
+
+
+# --- the v4 backfill's scratch table: may step 5 (the drop) run? --------------------------------------
+
+def background(**states):
+    """classify_background_migrations over rows for step 4 and step 5 in the given states."""
+    rows = []
+    for name, state in states.items():
+        full = {"after": ms.SCRATCH_DROP_AFTER, "step": ms.SCRATCH_DROP_STEP}[name]
+        if state == "missing":
+            continue
+        rows.append({"name": full, "finished_at": "2026-12-01T00:00:00" if state == "finished" else None,
+                     "failed_at": "2026-12-02T00:00:00" if state == "failed" else None,
+                     "failed_reason": "Prerequisite migration x has not finished yet" if state == "failed" else None,
+                     "locked_at": "2026-12-03T00:00:00" if state == "running" else None})
+    return ms.classify_background_migrations(rows)
+
+
+TABLE = {"exists": True, "parts": 2, "rows": 10, "bytes_on_disk": 3 * 2**20, "bytes_error": None}
+
+
+@pytest.mark.parametrize("after, step, says", [
+    ("finished", "waiting", None),
+    ("finished", "running", None),
+    ("finished", "finished", None),
+    ("missing", "finished", None),  # it ran: nothing to refuse
+    ("finished", "missing", "is not registered: Langfuse 4.16.0 or later registers it"),
+    ("running", "waiting", "step 4 (20260701_v4_step_4_backfill_events_full_from_dataset_run_items) is running (locked at"),
+    ("waiting", "waiting", "has not started (or waits for a worker)"),
+    ("missing", "waiting", "step 4 (20260701_v4_step_4_backfill_events_full_from_dataset_run_items) is not registered"),
+    ("failed", "waiting", "failed at 2026-12-02T00:00:00: Prerequisite migration x"),
+    ("waiting", "failed", "Once step 4 has finished, clear the failure in Postgres"),
+    ("finished", "failed", "Step 4 (20260701_v4_step_4_backfill_events_full_from_dataset_run_items) has finished since"),
+])
+def test_the_drop_waits_for_step_4_and_names_a_failed_drop(after, step, says):
+    state = ms.scratch_state(background(after=after, step=step), TABLE)
+    assert (state["after"]["state"], state["step"]["state"]) == (after, step)
+    problems = ms.scratch_problems(state)
+    if says is None:
+        assert problems == []
+    else:
+        [problem] = problems
+        assert says in problem
+    if step == "waiting" and after != "finished":
+        assert "marks the drop as failed for good" in problem or "mark the drop as failed for good" in problem
+    if step == "failed":
+        assert ("UPDATE background_migrations SET failed_at = NULL, failed_reason = NULL WHERE name = "
+                "'20260701_v4_step_5_drop_pid_tid_sorting_tables'") in problem
+
+
+def test_scratch_sizes_read_as_people_do():
+    assert ms.scratch_size(TABLE) == "observations_pid_tid_sorting holds 10 rows in 2 active parts (3.0 MiB)"
+    assert [ms.size_words(n) for n in (0, 1023, 1024, 5 * 2**30 + 2**29)] == ["0 bytes", "1023 bytes", "1.0 KiB", "5.5 GiB"]
+
+
+@pytest.mark.parametrize("params, error", [
+    ({"postgres": {"host": "pg"}, "backfill_scratch": True}, "backfill_scratch needs postgres and clickhouse"),
+    ({"postgres": {"host": "pg"}, "clickhouse": {"host": "ch"}, "expect_backfill_scratch_droppable": True},
+     "expect_backfill_scratch_droppable needs backfill_scratch"),
+])
+def test_scratch_options_are_checked(params, error):
+    assert error in ms.validate_params(params)
+
+
+def test_a_drop_not_finished_says_how_long_it_was_waited_for_and_where_to_look():
+    assert ms.scratch_drop_problems(ms.scratch_state(background(after="finished", step="finished"), TABLE)) == []
+    [waiting] = ms.scratch_drop_problems(ms.scratch_state(background(after="finished", step="running"), TABLE), waited=300)
+    assert waiting.startswith("Background migration 20260701_v4_step_5_drop_pid_tid_sorting_tables has not finished after "
+                              "waiting 300s (running, locked at 2026-12-03T00:00:00)")
+    [failed] = ms.scratch_drop_problems(ms.scratch_state(background(after="finished", step="failed"), TABLE), waited=5)
+    assert "failed at 2026-12-02T00:00:00" in failed and "SET failed_at = NULL" in failed

@@ -74,6 +74,7 @@ def manifest(web="4.4.0", worker="4.4.0", worker_env=None, web_env=None, fullnam
 
 DUAL = {"LANGFUSE_MIGRATION_V4_WRITE_MODE": "dual", "LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL": "false"}
 BACKFILL = {"LANGFUSE_MIGRATION_V4_WRITE_MODE": "dual", "LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL": "true"}
+DROP = {"LANGFUSE_BACKGROUND_MIGRATION_V4_DROP_PID_TID_SORTING_TABLES": "true"}
 
 
 @pytest.mark.parametrize("text, phase", [
@@ -83,6 +84,10 @@ BACKFILL = {"LANGFUSE_MIGRATION_V4_WRITE_MODE": "dual", "LANGFUSE_BACKGROUND_MIG
     (manifest(), "events_only"),
     (manifest("3.225.4", "4.4.0", worker_env=DUAL), "dual"),  # a dual phase stopped after the worker step
     (manifest(worker_env={"LANGFUSE_MIGRATION_V4_WRITE_MODE": "legacy"}), "legacy"),
+    (manifest(worker_env=DROP, web_env=DROP), "drop_scratch"),
+    (manifest(worker_env=DROP), "drop_scratch"),
+    (manifest(worker_env={**BACKFILL, **DROP}, web_env=BACKFILL), "backfill"),  # only after the cut-over does it count
+    (manifest("3.225.4", "3.225.4", worker_env=DROP), "v3"),
 ])
 def test_the_write_state_the_manifest_runs(text, phase):
     assert v4_deployed_phase(text, "langfuse")["phase"] == phase
@@ -115,6 +120,7 @@ def test_a_lost_record_during_dual_is_refused_with_both_facts_and_the_repair():
     ({"phase": "backfill"}, manifest(worker_env=BACKFILL, web_env=BACKFILL)),  # a record from before states
     ({"phase": "infra", "state": "done"}, manifest("3.225.4", "3.225.4")),
     ({}, ""),  # nothing deployed yet
+    ({"phase": "drop_scratch", "state": "done"}, manifest(worker_env=DROP, web_env=DROP)),
 ])
 def test_records_that_agree_pass(record, text):
     assert problem(record, text) == ""
@@ -126,6 +132,8 @@ def test_records_that_agree_pass(record, text):
     ({"phase": "cutover", "state": "done"}, manifest(worker_env=DUAL, web_env=DUAL)),
     ({"phase": "dual", "state": "done"}, manifest("3.225.4", "3.225.4")),
     ({"phase": "infra", "state": "done"}, manifest()),
+    ({"phase": "cutover", "state": "done"}, manifest(worker_env=DROP, web_env=DROP)),
+    ({"phase": "drop_scratch", "state": "done"}, manifest()),
 ])
 def test_records_the_release_contradicts_are_refused(record, text):
     assert "does not match the release" in problem(record, text)
@@ -146,6 +154,14 @@ def test_a_started_dual_may_be_rolled_back():
     assert problem(record, manifest("3.225.4", "4.4.0", worker_env=DUAL), requested="rollback") == ""
     assert problem(record, manifest("3.225.4", "4.4.0", worker_env=DUAL), requested="dual") == ""
     assert "-e upgrade_phase=dual" in problem(record, manifest("3.225.4", "4.4.0", worker_env=DUAL))
+
+
+def test_a_lost_record_after_the_drop_is_repaired_to_it_and_a_started_drop_names_its_confirmation():
+    message = problem({}, manifest(worker_env=DROP, web_env=DROP))
+    assert "with the drop of the backfill scratch table on" in message and "(phase drop_scratch)" in message
+    started = {"phase": "drop_scratch", "state": "started", "since": "2026-12-07T10:00:00Z"}
+    assert problem(started, manifest(), requested="drop_scratch") == ""
+    assert "-e upgrade_phase=drop_scratch -e upgrade_confirm_drop_scratch=langfuse" in problem(started, manifest())
 
 
 def test_unfinished_jobs_are_those_with_no_final_condition():
