@@ -49,11 +49,11 @@ _load_exports("services.sh")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from groups import FULL_TIER_ONLY, GROUPS  # noqa: E402 (this directory)
 
-# The line a test runs on unless it pins one: v3 (chart 1.5.41, Langfuse 3.224.1), on which these tests of v3 minor
-# upgrades, the phased jump to v4, the restore drill and the failure drills were written. inventories/local itself
-# pins v4, the default for a new install: molecule converges it as it is, and `make local-install` runs it.
-SUITE_LINE = {"langfuse_helm_release_line": "v3", "langfuse_helm_chart_version": "1.5.41",
-              "langfuse_helm_app_version": "3.224.1"}
+# The line a test runs on unless it pins one: v4 as inventories/local pins it (chart 2.0.0, Langfuse 4.16.0), the
+# default for a new install; the upgrade, restore and failure drills run on it. V3 is for what still needs v3: the
+# phased jump to v4 starts from it, and v4's refusals of a v3 release are tested on it.
+SUITE_LINE = {}
+V3 = {"langfuse_helm_release_line": "v3", "langfuse_helm_chart_version": "1.5.41", "langfuse_helm_app_version": "3.224.1"}
 BACKUP_BUCKET = "langfuse-backups" + (f"-{os.environ['LOCALENV_TEST_GROUP']}" if os.environ.get("LOCALENV_TEST_GROUP") else "")
 
 

@@ -86,7 +86,7 @@ def installed(argo, services):
     with migrated_databases(services, "argo") as database:
         own = {"s3_buckets_names": {kind: f"it-argo-{kind}-{argo[-6:]}" for kind in ("events", "media", "exports")},
                "postgres_database": database, "clickhouse_operator_database": database}
-        with installed_release(argo, **ARGO, **own):
+        with installed_release(argo, **ARGO, **own, langfuse_helm_app_version="4.4.0"):
             yield argo, own
 
 
@@ -98,7 +98,7 @@ def test_install_runs_the_web_as_a_rollout_of_the_chart_deployment(installed):
     assert ro["spec"]["workloadRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "langfuse-web", "scaleDown": "never"}
     assert ro["status"]["phase"] == "Healthy" and ro["spec"]["replicas"] == 3  # the inventory's hpa.min_replicas
     pods = web_pods(namespace)
-    assert len(pods) == 3 and {tag(p) for p in pods} == {"3.224.1"}
+    assert len(pods) == 3 and {tag(p) for p in pods} == {"4.4.0"}
     assert {p["metadata"]["labels"]["rollouts-pod-template-hash"] for p in pods} == {ro["status"]["stableRS"]}
     # The web Service (the chart's, selecting by labels) sends its requests to the Rollout's pods.
     slices = json.loads(kubectl("-n", namespace, "get", "endpointslices", "-l", "kubernetes.io/service-name=langfuse-web",
@@ -123,7 +123,7 @@ def test_install_again_changes_nothing(installed):
 def test_upgrade_moves_the_web_through_the_rollouts_canary(installed):
     namespace = installed[0]
     with RolloutWatch(namespace) as watch:
-        proc = upgrade(installed, "3.225.4")
+        proc = upgrade(installed, "4.12.0")
     assert proc.returncode == 0, proc.stdout[-4000:]
     text = " ".join(proc.stdout.split())
     assert re.search(r"Canary: Argo Rollout langfuse-web: its canary pod on 3\.225\.4 passed (\d+) of \1 health calls, restarts 0,"
@@ -131,13 +131,13 @@ def test_upgrade_moves_the_web_through_the_rollouts_canary(installed):
     # While paused, one pod of the target ran beside the three stable ones (maxSurge 1), all Ready.
     paused = [s for s in watch.samples if s["phase"] == "Paused"]
     assert paused, "the Rollout never paused at its canary step"
-    assert all(s["pods"] == [("3.224.1", True)] * 3 + [("3.225.4", True)] for s in paused), paused[:3]
+    assert all(s["pods"] == [("4.4.0", True)] * 3 + [("4.12.0", True)] for s in paused), paused[:3]
     # maxUnavailable 0: the web never had fewer than its 3 pods available, and no canary Deployment was made.
     assert min(s["available"] for s in watch.samples) >= 3, [s["available"] for s in watch.samples]
     assert not any("langfuse-web-canary" in s["deployments"] for s in watch.samples)
     ro = rollout(namespace)
     assert ro["status"]["phase"] == "Healthy" and ro["status"]["stableRS"] == ro["status"]["currentPodHash"]
-    assert sorted(tag(p) for p in web_pods(namespace)) == ["3.225.4"] * 3
+    assert sorted(tag(p) for p in web_pods(namespace)) == ["4.12.0"] * 3
     # The worker's new ReplicaSet was available before the canary's ReplicaSet existed.
     worker = json.loads(kubectl("-n", namespace, "get", "deployment", "langfuse-worker", "-o", "json").stdout)
     worker_done = next(c["lastUpdateTime"] for c in worker["status"]["conditions"]
@@ -152,19 +152,19 @@ def test_a_never_ready_canary_is_aborted_and_the_release_rolled_back(installed):
     stable = rollout(namespace)["status"]["stableRS"]
     never_ready = {"langfuse": {"web": {"pod": {"labels": {"localenv.langfuse-ops.io/never-ready": "true"}}}}}
     with RolloutWatch(namespace) as watch:
-        proc = upgrade(installed, "3.226.0", extra={"langfuse_helm_values": never_ready, "upgrade_canary_ready_seconds": 20})
+        proc = upgrade(installed, "4.16.0", extra={"langfuse_helm_values": never_ready, "upgrade_canary_ready_seconds": 20})
     assert proc.returncode != 0
     text = " ".join(proc.stdout.split())
-    assert 'failed at step "web to 3.226.0"' in text, proc.stdout[-4000:]
-    assert "The web Rollout's canary (3.226.0) failed: Rollout " + namespace + "/langfuse-web did not settle" in text, proc.stdout[-4000:]
+    assert 'failed at step "web to 4.16.0"' in text, proc.stdout[-4000:]
+    assert "The web Rollout's canary (4.16.0) failed: Rollout " + namespace + "/langfuse-web did not settle" in text, proc.stdout[-4000:]
     assert f"The Rollout is aborted: its canary is scaled down and the stable pods ({stable}) serve every request" in text
     assert f"The release is back at revision {before}" in text
-    # A canary pod of 3.226.0 ran (never Ready) beside the three stable ones, which kept serving throughout.
-    assert any(("3.226.0", False) in s["pods"] for s in watch.samples)
+    # A canary pod of 4.16.0 ran (never Ready) beside the three stable ones, which kept serving throughout.
+    assert any(("4.16.0", False) in s["pods"] for s in watch.samples)
     assert min(s["available"] for s in watch.samples) >= 3
     ro = rollout(namespace)
     assert ro["status"]["phase"] == "Healthy" and ro["status"]["stableRS"] == stable == ro["status"]["currentPodHash"]
-    assert sorted(tag(p) for p in web_pods(namespace)) == ["3.225.4"] * 3
+    assert sorted(tag(p) for p in web_pods(namespace)) == ["4.12.0"] * 3
 
 
 def test_restore_stops_the_rollouts_web_pods_while_it_restores(installed):
@@ -180,8 +180,8 @@ def test_restore_stops_the_rollouts_web_pods_while_it_restores(installed):
     assert all(s["pods"] == [] for s in restoring), restoring
     ro = rollout(namespace)
     assert ro["spec"]["replicas"] == 3 and ro["status"]["phase"] == "Healthy"
-    assert sorted(tag(p) for p in web_pods(namespace)) == ["3.225.4"] * 3
-    assert "Health: OK, version 3.225.4" in " ".join(proc.stdout.split())
+    assert sorted(tag(p) for p in web_pods(namespace)) == ["4.12.0"] * 3
+    assert "Health: OK, version 4.12.0" in " ".join(proc.stdout.split())
 
 
 def test_back_to_a_deployment_web_keeps_the_web_serving(installed):

@@ -40,8 +40,9 @@ def converged(cluster, services):
 def test_first_converge_changes_and_reports(converged):
     namespace, output = converged
     assert recap(output)["changed"] > 0
-    assert "Health: OK, version 3.224.1" in output
-    assert "Web: 3 available (langfuse/langfuse:3.224.1); worker: 3 available (langfuse/langfuse-worker:3.224.1)" in output
+    assert "Health: OK, version 4.16.0" in output
+    assert "Web: 3 available (docker.langfuse.com/langfuse/langfuse:4.16.0); worker: 3 available "
+            "(docker.langfuse.com/langfuse/langfuse-worker:4.16.0)" in output
 
 
 def test_the_web_is_exposed_through_a_gateway_api_route_the_controller_accepted(converged):
@@ -98,7 +99,8 @@ def test_a_route_no_gateway_serves_fails_the_run_naming_why(cluster, services):
 def test_release_is_pinned_and_holds_no_secret_literal(converged, services):
     namespace = converged[0]
     release = json.loads(run("helm", "list", "-n", namespace, "-o", "json").stdout)[0]
-    assert release["chart"] == "langfuse-1.5.41" and release["app_version"] == "3.224.1" and release["status"] == "deployed"
+    # Helm records the chart's appVersion (4.4.0 for chart 2.0.0); the images pin 4.16.0.
+    assert release["chart"] == "langfuse-2.0.0" and release["app_version"] == "4.4.0" and release["status"] == "deployed"
     values = run("helm", "get", "values", "langfuse", "-n", namespace, "-o", "json").stdout
     secrets = list(app_secret(namespace).values()) + [
         services[k] for k in ("LOCALENV_POSTGRES_PASSWORD", "LOCALENV_REDIS_PASSWORD", "LOCALENV_CLICKHOUSE_PASSWORD",
@@ -173,11 +175,11 @@ def test_migrations_ran_once_in_a_job_before_web_and_worker_existed(converged):
                               "-o", "json").stdout)["items"]
     assert len(jobs) == 1
     job = jobs[0]
-    assert job["metadata"]["name"].startswith("langfuse-migrate-3-224-1-")
+    assert job["metadata"]["name"].startswith("langfuse-migrate-4-16-0-")
     assert job["status"]["succeeded"] == 1 and job["spec"]["backoffLimit"] == 0
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["image"] == "langfuse/langfuse:3.224.1" and container["args"] == ["true"]
+    assert container["image"] == "docker.langfuse.com/langfuse/langfuse:4.16.0" and container["args"] == ["true"]
     assert not {"readinessProbe", "livenessProbe", "startupProbe"} & set(container)
     env = {e["name"]: e for e in container["env"]}
     assert env["LANGFUSE_AUTO_POSTGRES_MIGRATION_DISABLED"]["value"] == "false"

@@ -30,7 +30,7 @@ def overrides(namespace, services):
         "langfuse_kubeconfig": services["KUBECONFIG"],
         "langfuse_kube_context": "",
         "langfuse_helm_chart_repo_url": "",
-        "langfuse_helm_chart_ref": str(STANDINS / "langfuse-1.5.41"),
+        "langfuse_helm_chart_ref": str(STANDINS / "langfuse-2.0.0"),
         "langfuse_helm_timeout": "2m",
         "langfuse_helm_ingress": {"enabled": True, "class_name": "nginx", "cluster_issuer": "",
                                   "tls_secret_name": "langfuse-tls", "body_size": "100m", "timeout_seconds": 300},

@@ -24,14 +24,14 @@ from test_install import recap
 from test_upgrade_v4 import changed_tasks
 
 QUICK = {"upgrade_skip_backup": True, "upgrade_observe_seconds": 5, "upgrade_canary_observe_seconds": 5,
-         "langfuse_helm_app_version": "3.225.4"}
+         "langfuse_helm_app_version": "4.12.0"}
 NEVER_READY_LABEL = "localenv.langfuse-ops.io/never-ready"  # tests/localenv/kwok_config.py
 
 
 @pytest.fixture(scope="module")
 def installed(cluster, services):
     namespace = f"it-mw-{uuid.uuid4().hex[:6]}"
-    with installed_release(namespace):
+    with installed_release(namespace, langfuse_helm_app_version="4.4.0"):
         try:
             yield namespace
         finally:
@@ -132,7 +132,7 @@ def wait_pending(namespace, first):
 
 def test_a_second_run_is_refused_and_a_killed_controller_leaves_no_helm_behind(installed, tmp_path):
     namespace = installed
-    first = hanging_upgrade(namespace, "3.225.4", tmp_path)
+    first = hanging_upgrade(namespace, "4.12.0", tmp_path)
     assert lease(namespace)["metadata"]["annotations"]["langfuse-ops.io/playbook"] == "upgrade.yml"
     second = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK})
     wait_pending(namespace, first)
@@ -163,13 +163,13 @@ def test_a_second_run_is_refused_and_a_killed_controller_leaves_no_helm_behind(i
                                  "langfuse_helm_recover_pending": namespace})
     assert taken.returncode == 0, taken.stdout[-4000:]
     assert f"Took over the stale lock on {namespace}" in text(taken.stdout)
-    assert "Health: OK, version 3.225.4" in taken.stdout
+    assert "Health: OK, version 4.12.0" in taken.stdout
     assert lease(namespace) is None
 
 
 def test_a_run_killed_in_its_helm_step_is_finished_by_the_ways_out_its_reruns_name(installed, tmp_path):
     namespace = installed
-    first = hanging_upgrade(namespace, "3.225.5", tmp_path)
+    first = hanging_upgrade(namespace, "4.15.0", tmp_path)
     wait_pending(namespace, first)
     # helm dies at once (OOM, a crashed machine), then the run's process group: nothing rolls back. (ansible-core
     # 2.19 runs each task's worker in a session of its own, so a group kill alone does not reach helm; the renewer
@@ -184,15 +184,15 @@ def test_a_run_killed_in_its_helm_step_is_finished_by_the_ways_out_its_reruns_na
     deployed = [r["revision"] for r in history(namespace) if r["status"] == "deployed"][-1]
     # The killed run left its progress in the cluster: where it started, where it went, the step it reached.
     record = upgrade_record(namespace)
-    assert (record["state"], record["step"]) == ("started", "worker to 3.225.5"), record
-    assert json.loads(record["from"])["revision"] == str(deployed) and json.loads(record["to"])["web"] == "3.225.5"
+    assert (record["state"], record["step"]) == ("started", "worker to 4.15.0"), record
+    assert json.loads(record["from"])["revision"] == str(deployed) and json.loads(record["to"])["web"] == "4.15.0"
 
-    stale = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": "3.225.5"})
+    stale = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": "4.15.0"})
     assert stale.returncode != 0
     assert f"The lock on namespace {namespace} is stale" in text(stale.stdout), stale.stdout[-3000:]
     assert "its controller process ended at" in text(stale.stdout) and f"-e langfuse_take_over_lock={namespace}" in text(stale.stdout)
 
-    pending = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": "3.225.5",
+    pending = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": "4.15.0",
                                    "langfuse_take_over_lock": namespace})
     assert pending.returncode != 0
     said = text(pending.stdout)
@@ -202,10 +202,10 @@ def test_a_run_killed_in_its_helm_step_is_finished_by_the_ways_out_its_reruns_na
     assert lease(namespace) is None  # the refusing run gave the lock back
     assert history(namespace)[-1]["status"] == "pending-upgrade"
 
-    done = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": "3.225.5",
+    done = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": "4.15.0",
                                 "langfuse_helm_recover_pending": namespace})
     assert done.returncode == 0, done.stdout[-4000:]
-    assert "Health: OK, version 3.225.5" in done.stdout
+    assert "Health: OK, version 4.15.0" in done.stdout
     assert f"RESUMING the upgrade started {record['started']} from Langfuse" in text(done.stdout), done.stdout[-4000:]
     assert f"on a failure it returns to revision {deployed}." in text(done.stdout)
     assert upgrade_record(namespace)["state"] == "done"
@@ -219,7 +219,7 @@ def test_a_run_killed_in_its_helm_step_is_finished_by_the_ways_out_its_reruns_na
     cronjobs = json.loads(kubectl("-n", namespace, "get", "cronjobs", "-o", "json").stdout)["items"]
     assert cronjobs and not [c["metadata"]["name"] for c in cronjobs if c["spec"].get("suspend")]
 
-    again = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": "3.225.5"})
+    again = playbook("upgrade", {"langfuse_namespace": namespace, **QUICK, "langfuse_helm_app_version": "4.15.0"})
     assert again.returncode == 0, again.stdout[-3000:]
     assert recap(again.stdout)["changed"] == 0, changed_tasks(again.stdout)
 

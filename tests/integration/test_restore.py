@@ -214,14 +214,14 @@ def test_a_backup_from_a_newer_langfuse_is_refused(installed):
     manifest = json.loads(body(s3, BACKUP_BUCKET, f"{prefix}/{installed['postgres']}/manifest.json"))
     newer = installed["postgres"][:-3] + "59Z"  # same minute: still within the ClickHouse backup's skew
     s3.put_object(Bucket=BACKUP_BUCKET, Key=f"{prefix}/{newer}/manifest.json",
-                  Body=json.dumps(manifest | {"id": newer, "langfuse_version": "3.999.0"}).encode())
+                  Body=json.dumps(manifest | {"id": newer, "langfuse_version": "4.999.0"}).encode())
     try:
         proc = restore(installed, restore_confirm=installed["namespace"], restore_postgres_backup=newer)
     finally:
         s3.delete_object(Bucket=BACKUP_BUCKET, Key=f"{prefix}/{newer}/manifest.json")
     assert proc.returncode != 0
     text = " ".join(proc.stdout.split())
-    assert "taken by Langfuse 3.999.0" in text and "newer than the deployed 3.224.1" in text and "Nothing was changed" in text
+    assert "taken by Langfuse 4.999.0" in text and "newer than the deployed 4.16.0" in text and "Nothing was changed" in text
     assert restore_jobs(installed["namespace"]) == []
 
 
@@ -264,7 +264,7 @@ def test_confirmed_restore_scales_down_restores_and_scales_back(installed, servi
     assert body(s3, buckets["media"], "media/image.png") == "image"
     text = " ".join(proc.stdout.split())
     assert "migrations: Postgres at 20260709124500_add_billing_exhausted_evaluator_block_reason, ClickHouse at 36, as the backups recorded" in text
-    assert "Health: OK, version 3.224.1" in text
+    assert "Health: OK, version 4.16.0" in text
 
 
 def record_step(namespace):
@@ -421,7 +421,7 @@ def test_a_restore_into_a_new_namespace_brings_the_app_secrets_and_the_data_back
             assert app_secrets(target) == app_secrets(source)
             assert configmap(target, "langfuse-app-secrets-fingerprints") == configmap(source, "langfuse-app-secrets-fingerprints")
             text = " ".join(data.stdout.split())
-            assert f"Restored namespace {target}:" in text and "Health: OK, version 3.224.1" in text
+            assert f"Restored namespace {target}:" in text and "Health: OK, version 4.16.0" in text
             print(f"\ndrill into the new namespace {target}: restore.yml {seconds:.0f} s;"
                   f" {', '.join(f'{k} {v[0]} rows' for k, v in restored.items())}; checksums equal the source's")
     finally:

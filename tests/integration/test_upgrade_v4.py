@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import REPO, installed_release, kubectl, playbook, run
+from conftest import V3, REPO, installed_release, kubectl, playbook, run
 from release_audit import audit, revisions
 from test_install import recap
 
@@ -84,7 +84,7 @@ def test_a_v4_install_upgrades_and_stays_idempotent(v4_installed):
 @pytest.fixture(scope="module")
 def v3_installed(cluster, services):
     namespace = f"it-jump-{uuid.uuid4().hex[:6]}"
-    with installed_release(namespace) as output:
+    with installed_release(namespace, **V3) as output:
         yield namespace, output
 
 

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import REPO, ChdbServer, ch, installed_release, kubectl, pg, playbook, run, PRISMA_DDL
+from conftest import REPO, V3, ChdbServer, ch, installed_release, kubectl, pg, playbook, run, PRISMA_DDL
 from release_audit import audit, revisions
 from test_install import recap
 from test_upgrade_v4 import V4, changed_tasks, secrets_of
@@ -51,7 +51,7 @@ def walk(cluster, services, tmp_path_factory):
                                     **({"upgrade_phase": phase} if phase else {}), **extra})
 
     try:
-        with installed_release(namespace, **databases):
+        with installed_release(namespace, **V3, **databases):
             yield namespace, upgrade, name
     finally:
         with pg(services) as conn:
@@ -80,6 +80,21 @@ def test_the_jump_without_a_phase_is_refused_and_changes_nothing(walk):
     assert proc.returncode != 0
     assert "is the v3 -> v4 migration. It runs in phases" in text(proc) and "Run -e upgrade_phase=infra" in text(proc)
     assert len(revisions(namespace)) == 1 and state(namespace) is None
+
+
+def test_install_with_the_new_v4_pins_keeps_a_v3_release_on_its_line(walk):
+    # The inventories pin v4 for new installs: an install still on v3 whose inventory takes those pins must not
+    # jump to v4's one-way events_only by install.yml (a release of one revision, as after a first install).
+    namespace = walk[0]
+    proc = playbook("install", {"langfuse_namespace": namespace, **walk_databases(walk), **V4, "langfuse_helm_app_version": "4.16.0"})
+    said = text(proc)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert (f"Helm release langfuse in {namespace} runs Langfuse 3.224.1 (langfuse-1.5.41, line v3), and the inventory "
+            "pins line v4 (chart 2.0.0, Langfuse 4.16.0). install.yml does not move a release") in said, proc.stdout[-3000:]
+    assert "ansible-playbook playbooks/upgrade.yml -e upgrade_phase=infra" in said
+    assert 'langfuse_helm_release_line: v3, langfuse_helm_chart_version: "1.5.41", langfuse_helm_app_version: "3.224.1"' in said
+    assert len(revisions(namespace)) == 1
+    assert env(namespace, "web")[0] == "langfuse/langfuse:3.224.1" and env(namespace, "worker")[0].endswith(":3.224.1")
 
 
 def test_infra_refuses_a_clickhouse_without_room_for_the_backfill_then_records(walk, services, tmp_path):
