@@ -41,8 +41,8 @@ def test_first_converge_changes_and_reports(converged):
     namespace, output = converged
     assert recap(output)["changed"] > 0
     assert "Health: OK, version 4.16.0" in output
-    assert "Web: 3 available (docker.langfuse.com/langfuse/langfuse:4.16.0); worker: 3 available "
-            "(docker.langfuse.com/langfuse/langfuse-worker:4.16.0)" in output
+    assert ("Web: 3 available (docker.langfuse.com/langfuse/langfuse:4.16.0); worker: 3 available "
+            "(docker.langfuse.com/langfuse/langfuse-worker:4.16.0)") in output
 
 
 def test_the_web_is_exposed_through_a_gateway_api_route_the_controller_accepted(converged):
