@@ -48,8 +48,7 @@ WORKER = {"replicas": 1, "resources": {}, "autoscaling": "hpa",
           "keda": {"min_replicas": 1, "max_replicas": 2, "list_length_target": 10, "queues": ["ingestion-queue"]}}
 CH_EXTERNAL = {"host": "127.0.0.1", "http_port": 18124, "native_port": 19000, "secure": False, "cluster_enabled": False}
 OBSERVABILITY = {"observability_enabled": True}
-# The line a case runs on unless it pins one (inventories/local pins v4, the default for a new install; these
-# cases were written on v3).
+# A case runs on inventories/local's line (v4, the default for a new install) unless it pins one.
 V3 = {"langfuse_helm_release_line": "v3", "langfuse_helm_chart_version": "1.5.41", "langfuse_helm_app_version": "3.224.1"}
 V4 = {"langfuse_helm_release_line": "v4", "langfuse_helm_chart_version": "2.0.0", "langfuse_helm_app_version": "4.4.0",
       "postgres_server_version": "15", "clickhouse_operator_server_version": "26.4"}
@@ -84,7 +83,7 @@ CASES = {
     "worker-version-latest": ({"langfuse_helm_worker_app_version": "latest"}, ["langfuse_helm_worker_app_version"]),
     "chart-version-latest": ({"langfuse_helm_chart_version": "latest"}, ["langfuse_helm_chart_version"]),
     "release-line-unknown": ({"langfuse_helm_release_line": "v5"}, ["langfuse_helm_release_line"]),
-    "v3-line-with-v4-chart": ({"langfuse_helm_chart_version": "2.0.0"}, ["langfuse_helm_chart_version is 2.0.0", "release_line v3"]),
+    "v3-line-with-v4-chart": ({**V3, "langfuse_helm_chart_version": "2.0.0"}, ["langfuse_helm_chart_version is 2.0.0", "release_line v3"]),
     "two-shards": ({"clickhouse_operator_shards": 2}, ["clickhouse_operator_shards", "Distributed", "clickhouse_operator_shards: 1"]),
     "cluster-named-prod": ({"clickhouse_operator_cluster_name": "prod"}, ["clickhouse_operator_cluster_name", "ON CLUSTER default"]),
     "nextauth-url-http": ({"langfuse_helm_public_url": "http://langfuse.local.test"}, ["langfuse_helm_public_url", "https"]),
@@ -112,7 +111,7 @@ CASES = {
     "v4-with-clickhouse-24-8": ({**V4, "clickhouse_operator_server_version": "24.8"},
                                 ["ClickHouse >= 25.12", "clickhouse_operator_server_version"]),
     "v4-with-postgres-14": ({**V4, "postgres_server_version": "14"}, ["PostgreSQL >= 15", "postgres_server_version"]),
-    "v3-with-postgres-11": ({"postgres_server_version": "11"}, ["PostgreSQL >= 12"]),
+    "v3-with-postgres-11": ({**V3, "postgres_server_version": "11"}, ["PostgreSQL >= 12"]),
     "redis-6": ({"redis_server_version": "6.2"}, ["Redis/valkey >= 7.0", "redis_server_version"]),
     "missing-ingress-class": ({**BY_INGRESS, "langfuse_helm_ingress": {**INGRESS, "class_name": "traefik"}},
                               ["IngressClass \"traefik\"", "langfuse_helm_ingress.class_name"]),
@@ -205,9 +204,9 @@ CASES = {
                                          ["additionalEnv[0] sets REDIS_CONNECTION_STRING", "drops its own connection env"]),
     "override-clickhouse-migration-url": (env_override("CLICKHOUSE_MIGRATION_URL", "clickhouse://127.0.0.1:19000"),
                                           ["additionalEnv[0] sets CLICKHOUSE_MIGRATION_URL", "drops its own connection env"]),
-    "override-clickhouse-shards": ({"langfuse_helm_values": {"clickhouse": {"shards": 2}}},
+    "override-clickhouse-shards": ({**V3, "langfuse_helm_values": {"clickhouse": {"shards": 2}}},
                                    ["langfuse_helm_values.clickhouse.shards is 2", "Distributed"]),
-    "override-clickhouse-cluster-enabled": ({"langfuse_helm_values": {"clickhouse": {"clusterEnabled": True}}},
+    "override-clickhouse-cluster-enabled": ({**V3, "langfuse_helm_values": {"clickhouse": {"clusterEnabled": True}}},
                                             ["clickhouse.clusterEnabled is True but the ClickHouse connection is a single node"]),
     "override-postgresql-deploy": ({"langfuse_helm_values": {"postgresql": {"deploy": True}}},
                                    ["langfuse_helm_values.postgresql.deploy is true", "bundled"]),
@@ -224,7 +223,7 @@ CASES = {
     "override-postgres-password-literal": ({"langfuse_helm_values": {"postgresql": {"auth": {"password": "p"}}}},
                                            ["langfuse_helm_values.postgresql.auth", "existingSecret"]),
     "override-env-secret-literal": (env_override("SALT", "plain"), ["additionalEnv[0] sets SALT as a literal value", "secretKeyRef"]),
-    "override-v4-key-on-v3": ({"langfuse_helm_values": {"clickhouse": {"cluster": {"enabled": False}}}},
+    "override-v4-key-on-v3": ({**V3, "langfuse_helm_values": {"clickhouse": {"cluster": {"enabled": False}}}},
                               ["langfuse_helm_values.clickhouse.cluster is not read by chart", "clickhouse.clusterEnabled"]),
     "override-web-image-empty-tag": ({"langfuse_helm_values": {"langfuse": {"web": {"image": {"tag": ""}}}}},
                                      ["langfuse_helm_values.langfuse.web.image.tag is ''", "pin an image tag"]),
@@ -379,7 +378,7 @@ def run_cases(tmp_path, cases, passes=None):
     services.write_text("".join(f"{k}={v}\n" for k, v in SERVICES_ENV.items()))
     hosts = {"clean": {}, **(passes or {}), **{name: case[0] for name, case in cases.items()}}
     inventory = {"langfuse": {"hosts": {name: {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                                               "localenv_services_file": str(services), **V3, **mistake}
+                                               "localenv_services_file": str(services), **mistake}
                                         for name, mistake in hosts.items()}}}
     (tmp_path / "cases.yml").write_text(yaml.safe_dump(inventory))
     # install.yml's preflight, with preflight's cluster read replaced by the recorded answer.
