@@ -379,18 +379,30 @@ def test_app_secrets_that_differ_from_the_backups_are_refused_without_the_named_
         assert value not in proc.stdout
 
 
-def test_a_restore_into_a_new_namespace_brings_the_app_secrets_and_the_data_back(installed, services):
+def test_a_restore_into_a_new_namespace_brings_the_app_secrets_and_the_data_back(installed, services, tmp_path):
     source = installed["namespace"]
     target = f"it-rn-{uuid.uuid4().hex[:6]}"
     variables = {"restore_prefix": source, "restore_confirm": target, "s3_buckets_names": installed["buckets"]}
     try:
         # Without the identity: refused before anything exists.
-        refused = playbook("restore", {"langfuse_namespace": target, **variables, "restore_app_secrets_identity": ""})
+        refused = playbook("restore", {"langfuse_namespace": target, **variables, "restore_app_secrets_identity_file": ""})
         assert refused.returncode != 0
         assert "restore_app_secrets_identity is empty" in " ".join(refused.stdout.split())
+        assert "-e restore_app_secrets_identity_file=<path>" in " ".join(refused.stdout.split())
+        assert kubectl("get", "namespace", target, check=False).returncode != 0
+        # The identity in a file others may read: refused, naming the fix, before anything exists.
+        readable = tmp_path / "identity.txt"
+        readable.write_text(Path(services["LOCALENV_AGE_IDENTITY_FILE"]).read_text())
+        readable.chmod(0o644)
+        exposed = playbook("restore", {"langfuse_namespace": target, **variables, "restore_app_secrets_identity_file": str(readable)})
+        said = " ".join(exposed.stdout.split())
+        assert exposed.returncode != 0
+        assert f"restore_app_secrets_identity_file {readable} may be read by others (mode 0644)" in said, exposed.stdout[-3000:]
+        assert f"Run: chmod 600 {readable}. Nothing was changed." in said
+        assert readable.read_text().strip() not in exposed.stdout
         assert kubectl("get", "namespace", target, check=False).returncode != 0
 
-        # The local inventory's identity (its secret store's stand-in) from here on.
+        # The local inventory's identity file (mode 0600, its secret store's stand-in) from here on.
         checked = playbook("restore", {"langfuse_namespace": target, **variables}, "--check")
         assert checked.returncode == 0, checked.stdout[-3000:]
         assert f"CREATED from s3://{BACKUP_BUCKET}/" in " ".join(checked.stdout.split())
