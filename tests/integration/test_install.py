@@ -96,6 +96,24 @@ def test_a_route_no_gateway_serves_fails_the_run_naming_why(cluster, services):
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+def test_the_api_server_holds_every_pod_to_pod_security_restricted(converged):
+    # inventories/local enforces "restricted" (all its pods are the collection's own): every pod of the install was
+    # admitted under it by the API server's Pod Security admission, and one without the contexts is refused.
+    namespace = converged[0]
+    labels = json.loads(kubectl("get", "namespace", namespace, "-o", "json").stdout)["metadata"]["labels"]
+    assert {k: labels.get(f"pod-security.kubernetes.io/{k}") for k in ("enforce", "warn", "audit")} == {
+        "enforce": "restricted", "warn": "restricted", "audit": "restricted"}
+    pods = json.loads(kubectl("-n", namespace, "get", "pods", "-o", "json").stdout)["items"]
+    components = {p["metadata"].get("labels", {}).get("app") or p["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+                  for p in pods}
+    assert {"web", "worker", "migrate"} <= components, components
+    for pod in pods:
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True, pod["metadata"]["name"]
+    rogue = kubectl("-n", namespace, "run", "rogue", "--image=busybox:1.37", "--restart=Never", "--dry-run=server",
+                    check=False)
+    assert rogue.returncode != 0 and 'violates PodSecurity "restricted:latest"' in rogue.stderr, rogue.stderr
+
+
 def test_release_is_pinned_and_holds_no_secret_literal(converged, services):
     namespace = converged[0]
     release = json.loads(run("helm", "list", "-n", namespace, "-o", "json").stdout)[0]

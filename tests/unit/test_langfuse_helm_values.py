@@ -176,3 +176,12 @@ def test_a_misspelt_nested_key_is_refused(tmp_path, variable, value, unknown):
 def test_validate_passes_the_role_values(tmp_path):
     proc = validate(tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:]
+
+
+@pytest.mark.parametrize("line", ["v3", "v4"])
+def test_web_and_worker_meet_pod_security_restricted_by_default(tmp_path, line):
+    rendered = values(tmp_path, **({**V4, "langfuse_helm_v4_migration": {"phase": ""}} if line == "v4" else {}))
+    pod, container = rendered["langfuse"]["podSecurityContext"], rendered["langfuse"]["securityContext"]
+    # What Pod Security "restricted" asks of a pod and its containers; the images' user is 1001 by name only.
+    assert pod == {"runAsNonRoot": True, "runAsUser": 1001, "runAsGroup": 1001, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert container == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
