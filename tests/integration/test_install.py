@@ -42,7 +42,7 @@ def test_first_converge_changes_and_reports(converged):
     assert recap(output)["changed"] > 0
     assert "Health: OK, version 4.16.0" in output
     assert ("Web: 3 available (docker.langfuse.com/langfuse/langfuse:4.16.0); worker: 3 available "
-            "(docker.langfuse.com/langfuse/langfuse-worker:4.16.0)") in output
+            "(docker.langfuse.com/langfuse/langfuse-worker:4.16.0)") in " ".join(output.split())
 
 
 def test_the_web_is_exposed_through_a_gateway_api_route_the_controller_accepted(converged):
