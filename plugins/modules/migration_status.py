@@ -183,7 +183,7 @@ options:
     type: float
   backfill_scratch:
     description:
-      - Also read the Langfuse v4 historic backfill's scratch table (C(observations_pid_tid_sorting): active parts, rows,
+      - Also read the Langfuse v4 historic backfill's scratch table C(observations_pid_tid_sorting) (its active parts, rows,
         bytes on disk) and the background migrations that decide whether it may be dropped (step 4 of the backfill, and
         step 5, which drops it once the worker runs with C(LANGFUSE_BACKGROUND_MIGRATION_V4_DROP_PID_TID_SORTING_TABLES=true)),
         into RV(backfill_scratch).

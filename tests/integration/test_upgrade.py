@@ -166,7 +166,7 @@ def test_a_never_ready_canary_rolls_the_release_back_before_the_web_moves(instal
     never_ready = {"langfuse": {"web": {"pod": {"labels": {"localenv.langfuse-ops.io/never-ready": "true"}}}}}
     with WebAvailability(installed) as web:
         proc = upgrade(installed, "4.16.0", extra={"upgrade_skip_backup": True, "langfuse_helm_values": never_ready,
-                                                    "upgrade_canary_ready_seconds": 20})
+                                                   "upgrade_canary_ready_seconds": 20})
     assert proc.returncode != 0
     text = " ".join(proc.stdout.split())
     assert 'failed at step "web canary on 4.16.0"' in text, proc.stdout[-4000:]
