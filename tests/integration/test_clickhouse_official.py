@@ -180,7 +180,7 @@ def test_langfuse_and_backups_use_the_operators_service(official):
     values = json.loads(run("helm", "get", "values", "langfuse", "-n", namespace, "-o", "json").stdout)
     assert values["clickhouse"]["host"] == "langfuse-clickhouse-headless"
     assert values["clickhouse"]["auth"]["username"] == "default"
-    assert values["clickhouse"]["clusterEnabled"] is True
+    assert values["clickhouse"]["cluster"]["enabled"] is True  # chart 2.x's key (1.5's clusterEnabled)
     cronjobs = get(namespace, "cronjobs")["items"]
     envs = [e for cj in cronjobs for c in cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
             for e in c.get("env", []) if e["name"] == "CLICKHOUSE_URL"]
