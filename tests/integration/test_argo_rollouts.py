@@ -126,7 +126,7 @@ def test_upgrade_moves_the_web_through_the_rollouts_canary(installed):
         proc = upgrade(installed, "4.12.0")
     assert proc.returncode == 0, proc.stdout[-4000:]
     text = " ".join(proc.stdout.split())
-    assert re.search(r"Canary: Argo Rollout langfuse-web: its canary pod on 3\.225\.4 passed (\d+) of \1 health calls, restarts 0,"
+    assert re.search(r"Canary: Argo Rollout langfuse-web: its canary pod on 4\.12\.0 passed (\d+) of \1 health calls, restarts 0,"
                      r" then the Rollout was promoted", text), proc.stdout[-3000:]
     # While paused, one pod of the target ran beside the three stable ones (maxSurge 1), all Ready.
     paused = [s for s in watch.samples if s["phase"] == "Paused"]
