@@ -1,6 +1,6 @@
 """The crash-consistency suite: each playbook killed at points spread over its whole run, then run again.
 
-For every scenario (install, a v3 minor upgrade, backup, restore, the v3 -> v4 phases) it takes a reference run's
+For every scenario (install, a v4 minor upgrade, backup, restore, the v3 -> v4 phases) it takes a reference run's
 list of tasks, picks kill points spread over it plus named ones (a moment into the Helm step, into a migration
 Job, between restore's Postgres and ClickHouse steps), and for each point: runs the command with the
 kill_at_task callback, which SIGKILLs the run's whole process group there; runs the same command again; where
@@ -36,7 +36,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
-from conftest import BACKUP_BUCKET, SUITE_LINE, kubectl, migrated_databases, pg, run  # noqa: E402
+from conftest import BACKUP_BUCKET, SUITE_LINE, V3, kubectl, migrated_databases, pg, run  # noqa: E402
 from test_restore import damage, figures, seed  # noqa: E402
 from test_v4_phases import BACKGROUND_DDL  # noqa: E402
 
@@ -231,7 +231,7 @@ def scenario_install(table, services, points, named):
         for point in kill_points:
             namespace = f"crash-i-{uuid.uuid4().hex[:6]}"
             # The app secrets are the killed run's, read after it (none, when it died before making them).
-            expect = {**baseline(services, database, namespace, replicas), "version": "3.224.1"}
+            expect = {**baseline(services, database, namespace, replicas), "version": "4.16.0"}
             kill_and_recover(table, "install", "install", {"langfuse_namespace": namespace, **base}, point, expect,
                              after_kill=lambda ns=namespace, e=expect: e.update(secrets=app_secrets(ns)))
             cleanup(namespace)
@@ -261,12 +261,12 @@ def baseline(services, database, namespace, replicas=None, **more):
 def scenario_upgrade(table, services, points, named):
     with migrated_databases(services, "crash") as database:
         seed(services, database)
-        namespace, base = installed(services, database, "u")
+        namespace, base = installed(services, database, "u", langfuse_helm_app_version="4.4.0")
         expect = baseline(services, database, namespace)
-        tasks = tasks_of("upgrade", {**base, **QUICK, "langfuse_helm_app_version": "3.225.0"})
+        tasks = tasks_of("upgrade", {**base, **QUICK, "langfuse_helm_app_version": "4.5.0"})
         kill_points = spread(tasks, points) + ([("Move the worker", 4.0), ("Wait for the migration Job", 0.5)] if named else [])
         for k, point in enumerate(kill_points, start=1):
-            version = f"3.225.{k}"
+            version = f"4.{4 + k}.0"
             kill_and_recover(table, "upgrade", "upgrade", {**base, **QUICK, "langfuse_helm_app_version": version}, point,
                              {**expect, "version": version})
         cleanup(namespace)
@@ -310,7 +310,7 @@ def scenario_v4(table, services, points, named):
         seed(services, database)
         with pg(services, database) as conn:
             conn.execute(BACKGROUND_DDL)
-        namespace, base = installed(services, database, "v4")
+        namespace, base = installed(services, database, "v4", **V3)
         expect = baseline(services, database, namespace, version="4.4.0")
         rc, out, _seconds = playbook("upgrade", {**base, **V4, **QUICK, "upgrade_phase": "infra"})
         if rc != 0:
@@ -328,10 +328,10 @@ def two_at_once(table, services):
     naming it (or, started after the first ended, runs too); afterwards the invariants hold."""
     with migrated_databases(services, "crash") as database:
         seed(services, database)
-        namespace, base = installed(services, database, "2x")
+        namespace, base = installed(services, database, "2x", langfuse_helm_app_version="4.4.0")
         playbook("backup", base)
         expect = baseline(services, database, namespace)
-        for name, variables in (("install", base), ("upgrade", {**base, **QUICK, "langfuse_helm_app_version": "3.225.9"}),
+        for name, variables in (("install", base), ("upgrade", {**base, **QUICK, "langfuse_helm_app_version": "4.12.0"}),
                                 ("backup", base), ("restore", {**base, "restore_confirm": namespace})):
             started = time.monotonic()
             procs = [subprocess.Popen(["ansible-playbook", "-i", "inventories/local", f"playbooks/{name}.yml", "-e",
