@@ -86,6 +86,9 @@ def variables(namespace, operator_namespace, chart):
     return {
         "langfuse_namespace": namespace,
         "clickhouse_operator_mode": "official",
+        # The operator's ClickHouse and Keeper pods get no security contexts from the collection (nor from the operator,
+        # which passes its podTemplate through): Pod Security "restricted", which inventories/local enforces, refuses them.
+        "namespace_secrets_pod_security_level": "baseline",
         "clickhouse_operator_official_chart_ref": str(chart),
         "clickhouse_operator_official_chart_version": CHART_VERSION,
         "clickhouse_operator_official_namespace": operator_namespace,
