@@ -347,6 +347,11 @@ CASES = {
                                  ["langfuse_helm_pdb_max_unavailable is 0", "never lets a web or worker pod be evicted", "Use 1"]),
     "argo-rollout-without-its-crds": ({"langfuse_helm_web_workload": "argo_rollout"},
                                       ["These CRDs are missing: rollouts.argoproj.io", "Argo Rollouts for langfuse_helm_web_workload argo_rollout"]),
+    # Issue 20: the operators' ClickHouse and Keeper pods get no restricted contexts; the API server would refuse them.
+    "restricted-namespace-with-the-clickhouse-operator": ({"namespace_secrets_pod_security_level": "restricted",
+                                                           "clickhouse_operator_mode": "operator"},
+                                                          ["namespace_secrets_pod_security_level is restricted",
+                                                           "ClickHouse and Keeper pods", "Set namespace_secrets_pod_security_level: baseline"]),
     "argo-rollout-misspelt": ({"langfuse_helm_web_workload": "argo"},
                               ["value of langfuse_helm_web_workload must be one of: deployment, argo_rollout, got: argo"]),
 }
@@ -357,7 +362,7 @@ PASSES = {
     "pass-app-secrets-without-backup-accepted": {"backup_cron_app_secrets_recipient": "",
                                                  "backup_cron_app_secrets_without_backup": True},
     "pass-altinity-configs-password-references-and-hashes": {
-        "clickhouse_operator_mode": "operator",
+        "clickhouse_operator_mode": "operator", "namespace_secrets_pod_security_level": "baseline",
         "clickhouse_operator_operator_values": {"configs": {
             "usersdFiles": {
                 "users.xml": USERS_XML.format(user="analyst", auth='<password from_env="CLICKHOUSE_ANALYST_PASSWORD"/>'),
