@@ -212,6 +212,9 @@ def test_backfill_then_a_gated_confirmed_cutover_and_no_way_back(walk, services)
     assert state(namespace)["phase"] == "cutover" and env(namespace, "web")[0].endswith(":4.4.0")
 
 
+WORKER_START_SECONDS = 15
+
+
 @contextlib.contextmanager
 def worker_starts(namespace, services, database):
     """Langfuse's background-migration manager (tests/standins/background_migrations.py), run each time the worker
@@ -233,6 +236,9 @@ def worker_starts(namespace, services, database):
                 now = generation()
                 if now != seen:
                     seen = now
+                    # A worker takes a while to start (Node, Prisma's connection) before its manager looks for work.
+                    if stop.wait(WORKER_START_SECONDS):
+                        return
                     ran.extend(background_migrations.run_at_worker_start(
                         conn, lambda sql: ch(services, sql), database, env(namespace, "worker")[1]))
 
