@@ -17,11 +17,10 @@ from __future__ import annotations
 import yaml
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.langfuse_ops.platform.plugins.module_utils.migration_state import SCRATCH_DROP_GATE
 
 WRITE_MODE = "LANGFUSE_MIGRATION_V4_WRITE_MODE"
 BACKFILL = "LANGFUSE_BACKGROUND_MIGRATION_V4_ENABLE_HISTORIC_BACKFILL"
-# Lets the worker drop the historic backfill's scratch table (upgrade.yml's phase drop_scratch, after the cut-over).
-SCRATCH_DROP = "LANGFUSE_BACKGROUND_MIGRATION_V4_DROP_PID_TID_SORTING_TABLES"
 PENDING = ("pending-install", "pending-upgrade", "pending-rollback")
 # The phase whose record each deployed write state goes with.
 RECORD_FOR = {"v3": ("", "infra"), "dual": ("dual",), "backfill": ("backfill",), "events_only": ("", "cutover"),
@@ -95,7 +94,7 @@ def v4_deployed_phase(manifest, fullname):
     mode = next((m for m in modes if m), "events_only")
     backfill = any(env(c).get(BACKFILL, "").lower() == "true" for c in ("worker", "web"))
     on_v4 = any(_major(tag) >= 4 for tag in (web, worker))
-    drop = any(env(c).get(SCRATCH_DROP, "").lower() == "true" for c in ("worker", "web"))
+    drop = any(env(c).get(SCRATCH_DROP_GATE, "").lower() == "true" for c in ("worker", "web"))
     phase = ("backfill" if mode == "dual" and backfill else "drop_scratch" if mode == "events_only" and drop else mode)
     return {"present": True, "phase": phase if on_v4 else "v3", "web": web, "worker": worker, "mode": mode,
             "backfill": backfill, "drop_scratch": drop}

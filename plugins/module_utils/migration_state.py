@@ -350,9 +350,7 @@ def scratch_drop_problems(state, waited=None):
     step = state["step"]
     if step["state"] == "finished":
         return []
-    if step["state"] == "failed":
-        return scratch_problems(state)
-    if step["state"] == "missing":
+    if step["state"] in ("failed", "missing"):
         return scratch_problems(state)
     how = f"after waiting {waited}s" if waited is not None else "yet"
     return [f"Background migration {SCRATCH_DROP_STEP} has not finished {how} ({step['state']}"
