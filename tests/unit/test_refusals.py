@@ -352,6 +352,18 @@ CASES = {
                                                            "clickhouse_operator_mode": "operator"},
                                                           ["namespace_secrets_pod_security_level is restricted",
                                                            "ClickHouse and Keeper pods", "Set namespace_secrets_pod_security_level: baseline"]),
+    # Issue 20: who may reach web is named, never guessed; every peer is a NetworkPolicy peer; CIDRs are CIDRs.
+    "network-web-from-unknown-controller": ({"network_policy_web_from": []},
+                                            ["network_policy_web_from is empty", "Gateway controller other",
+                                             "kubernetes.io/metadata.name: <the controller's namespace>",
+                                             "network_policy_enabled: false"]),
+    "network-web-from-unknown-ingress-class": ({**BY_INGRESS, "langfuse_helm_ingress": {**INGRESS, "class_name": "haproxy"},
+                                                "network_policy_web_from": []},
+                                               ["network_policy_web_from is empty", "ingress class haproxy"]),
+    "network-peer-not-a-peer": ({"network_policy_prometheus_from": [{"namespace": "monitoring"}]},
+                                ["every peer of prometheus_from must be a NetworkPolicy peer", "'namespace': 'monitoring'"]),
+    "network-cidr-not-a-cidr": ({"network_policy_service_cidrs": {"postgres": ["10.0.0.0/33"]}},
+                                ["'10.0.0.0/33' is not a CIDR"]),
     "argo-rollout-misspelt": ({"langfuse_helm_web_workload": "argo"},
                               ["value of langfuse_helm_web_workload must be one of: deployment, argo_rollout, got: argo"]),
 }
@@ -359,6 +371,10 @@ CASES = {
 
 # host: what must pass every check, beside the clean inventory: what the refusals tell you to do instead.
 PASSES = {
+    # The controllers whose proxies' namespace the role knows; or no policies at all.
+    "pass-network-envoy-gateway": {"langfuse_helm_gateway": {**GATEWAY, "controller": "envoy_gateway"}, "network_policy_web_from": []},
+    "pass-network-ingress-nginx": {**BY_INGRESS, "langfuse_helm_ingress": INGRESS, "network_policy_web_from": []},
+    "pass-network-off": {"network_policy_enabled": False, "network_policy_web_from": []},
     "pass-app-secrets-without-backup-accepted": {"backup_cron_app_secrets_recipient": "",
                                                  "backup_cron_app_secrets_without_backup": True},
     "pass-altinity-configs-password-references-and-hashes": {
