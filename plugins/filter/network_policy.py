@@ -115,7 +115,8 @@ def network_policies(plan):
     to_clickhouse_http = service_egress(clickhouse, ch_pods, [clickhouse["http_port"]])
     to_s3 = _rule("to", _peers(s3, "to"), _ports(*_require(s3, "ports", list)))
     internet = plan.get("internet") or {}
-    to_internet = [_rule("to", _peers(internet, "to"), _ports(*internet.get("ports", [443])))] if internet.get("to") else []
+    to_internet = ([_rule("to", _excepting(_peers(internet, "to"), plan.get("internet_except") or []),
+                          _ports(*internet.get("ports", [443])))] if internet.get("to") else [])
 
     def policy(name, selector, ingress, egress, what):
         # No rule in a direction: the key is left out (policyTypes still denies it). The API server stores an empty
@@ -164,7 +165,8 @@ def network_policies(plan):
              _rule("from", [_peer_pods(postgres_pods), operator]),
              _rule("from", prometheus, _ports(9187))],
             [dns, _rule("to", [_peer_pods(postgres_pods)]), to_s3,
-             _rule("to", _peers(plan, "api_server_to"), _ports(*plan.get("api_server_ports", [443, 6443])))],
+             *([_rule("to", _peers(plan, "api_server_to"), _ports(*plan.get("api_server_ports") or [443]))]
+               if plan.get("api_server_to") else [])],
             "CloudNativePG's instances: from web, the worker, the Jobs, each other, the operator and Prometheus; "
             "to each other, S3 (Barman Cloud) and the API server"))
     if ch_pods:
@@ -193,6 +195,22 @@ def network_policies(plan):
         "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
     })
     return policies
+
+
+def _excepting(peers, cidrs):
+    """`peers` with the addresses `cidrs` cut out of every ipBlock that holds them (the API server out of the
+    internet: web and the worker have no business there)."""
+    out = []
+    for peer in peers:
+        block = peer.get("ipBlock")
+        if block:
+            net = ipaddress.ip_network(block["cidr"], strict=False)
+            cut = [c for c in cidrs if (n := ipaddress.ip_network(c, strict=False)).version == net.version
+                   and n != net and n.subnet_of(net)]
+            kept = sorted(set(block.get("except", [])) | set(cut))
+            peer = {**peer, "ipBlock": {**block, **({"except": kept} if kept else {})}}
+        out.append(peer)
+    return out
 
 
 def _ip_peers(cidrs):

@@ -129,3 +129,21 @@ def test_a_bad_plan_is_refused_naming_what(plan, words):
 def test_a_bad_cidr_is_refused():
     with pytest.raises(AnsibleFilterError, match="'10.0.0.0/33' is not a CIDR"):
         network_peers_for("db", ["10.0.0.0/33"])
+
+
+def test_cloudnativepg_reaches_the_api_server_only_where_the_plan_says():
+    # tasks/main.yml fills api_server_to with the addresses of Service default/kubernetes; before, none.
+    egress = by_name(network_policies({**IN_CLUSTER, "api_server_to": []}))["langfuse-postgres"]["egress"]
+    assert [list(r["to"][0]) for r in egress] == [["namespaceSelector"], ["podSelector"], ["ipBlock"]]  # DNS, each other, S3
+    api = [{"ipBlock": {"cidr": "192.0.2.2/32"}}]
+    plan = {**IN_CLUSTER, "api_server_to": api, "api_server_ports": [443, 16443]}
+    egress = by_name(network_policies(plan))["langfuse-postgres"]["egress"]
+    assert egress[-1] == {"to": api, "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 16443}]}
+
+
+def test_the_api_server_is_cut_out_of_the_internet_web_and_the_worker_may_reach():
+    plan = {**EXTERNAL, "internet": {"to": ANY + [{"ipBlock": {"cidr": "::/0"}}], "ports": [443]},
+            "internet_except": ["10.0.0.1/32", "192.0.2.2/32", "0.0.0.0/0"]}
+    egress = by_name(network_policies(plan))["langfuse-web"]["egress"]
+    assert egress[-1]["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.1/32", "192.0.2.2/32"]}},
+                                {"ipBlock": {"cidr": "::/0"}}]
