@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+import network_truth
 from conftest import installed_release, kubectl, playbook, run
 
 
@@ -112,6 +113,72 @@ def test_the_api_server_holds_every_pod_to_pod_security_restricted(converged):
     rogue = kubectl("-n", namespace, "run", "rogue", "--image=busybox:1.37", "--restart=Never", "--dry-run=server",
                     check=False)
     assert rogue.returncode != 0 and 'violates PodSecurity "restricted:latest"' in rogue.stderr, rogue.stderr
+
+
+def template_labels(namespace, kind, selector):
+    """The pod labels the first `kind` matching `selector` in `namespace` gives its pods, as on the API server."""
+    [item, *_] = json.loads(kubectl("-n", namespace, "get", kind, "-l", selector, "-o", "json").stdout)["items"]
+    spec = item["spec"]["jobTemplate"]["spec"] if kind == "cronjob" else item["spec"]
+    return spec["template"]["metadata"]["labels"]
+
+
+def test_network_policies_allow_each_pod_what_it_needs_and_nothing_else(converged, services):
+    # The truth table of the NetworkPolicies on the API server, computed by cyclonus (tests/localenv/network_truth.py):
+    # every source below to every destination, each answer asserted, the allowed ones listed. Enforcement is the CNI's
+    # and stays untested (KWOK runs no network). inventories/local: the data services are outside the namespace, on
+    # 127.0.0.1; web takes requests from namespace gateway-system.
+    namespace = converged[0]
+    ns_labels = json.loads(kubectl("get", "namespace", namespace, "-o", "json").stdout)["metadata"]["labels"]
+    ours = {
+        "web": template_labels(namespace, "deployment", "app.kubernetes.io/component=web"),
+        "worker": template_labels(namespace, "deployment", "app.kubernetes.io/component=worker"),
+        "migrate": template_labels(namespace, "job", "app.kubernetes.io/component=migrate"),
+        "backup": template_labels(namespace, "cronjob", "app.kubernetes.io/component=backup"),
+        "a pod of someone else": {"app": "debug"},
+    }
+    sources = {name: network_truth.peer(namespace, labels, ns_labels) for name, labels in ours.items()}
+    outside = {
+        "the Gateway's proxy": network_truth.peer("gateway-system", {"app": "proxy"}),
+        "a pod of another namespace": network_truth.peer("default", {"app": "debug"}),
+    }
+    s3_port = int(services["LOCALENV_S3_ENDPOINT"].rsplit(":", 1)[1].rstrip("/"))
+    local = network_truth.address("127.0.0.1")
+    destinations = {
+        ("web", 3000): sources["web"], ("worker", 3030): sources["worker"],
+        ("a pod of someone else", 8080): sources["a pod of someone else"],
+        ("postgres", int(services["LOCALENV_POSTGRES_PORT"])): local,
+        ("redis", int(services["LOCALENV_REDIS_PORT"])): local,
+        ("clickhouse http", int(services["LOCALENV_CHDB_HTTP_PORT"])): local,
+        ("clickhouse native", 19000): local,
+        ("s3", s3_port): local,
+        ("an LLM provider", 443): network_truth.address("203.0.113.10"),
+        ("a database elsewhere", 5432): network_truth.address("203.0.113.10"),
+        ("a pod of another namespace", 8080): outside["a pod of another namespace"],
+        ("dns", 53): network_truth.peer("kube-system", {"k8s-app": "kube-dns"}),
+    }
+    data = ["postgres", "redis", "clickhouse http", "clickhouse native", "s3", "dns"]
+    expected_allowed = {
+        "web": data + ["an LLM provider"],
+        "worker": data + ["an LLM provider"],
+        "migrate": ["postgres", "clickhouse http", "clickhouse native", "dns"],
+        "backup": ["postgres", "clickhouse http", "s3", "dns", "web"],
+        "a pod of someone else": [],
+        "the Gateway's proxy": ["web"],
+        "a pod of another namespace": [],
+    }
+    rows, keys = [], []
+    for source_name, source in {**sources, **outside}.items():
+        for (destination_name, port), destination in destinations.items():
+            if destination is source or (source_name in outside and (destination["Internal"] or {}).get("Namespace") != namespace):
+                continue  # a pod to itself; traffic between two places outside the namespace, which its policies do not govern
+            protocol = "UDP" if destination_name == "dns" else "TCP"
+            rows.append(network_truth.connection(source, destination, port, protocol))
+            keys.append((source_name, destination_name))
+    table = dict(zip(keys, network_truth.allowed(namespace, rows)))
+    wanted = {key: key[1] in expected_allowed[key[0]] for key in keys}
+    assert table == wanted, [f"{s} -> {d}: {'allowed' if table[(s, d)] else 'denied'}" for s, d in keys
+                             if table[(s, d)] != wanted[(s, d)]]
+    assert len(table) == 63, table  # 5 kinds of pod of ours x 12 places, less 3 to themselves; 2 outside x 3 of ours
 
 
 def test_release_is_pinned_and_holds_no_secret_literal(converged, services):

@@ -17,9 +17,10 @@ import uuid
 
 import pytest
 
+import network_truth
 from conftest import BACKUP_BUCKET, REPO, kubectl, playbook, run
 from test_backup_scripts import script_env, sh
-from test_install import recap
+from test_install import recap, template_labels
 
 STANDINS = REPO / "tests" / "standins" / "charts"
 
@@ -152,6 +153,84 @@ def test_redis_is_valkey(dev_install):
     assert get(namespace, "statefulset", "langfuse-valkey")["status"]["readyReplicas"] == 1
     values = json.loads(run("helm", "get", "values", "langfuse", "-n", namespace, "-o", "json").stdout)
     assert values["redis"]["host"] == "langfuse-valkey"
+
+
+def pod_labels(namespace, selector):
+    """The labels of the first pod in `namespace` matching `selector`, as on the API server."""
+    [pod, *_] = json.loads(kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "json").stdout)["items"]
+    return pod["metadata"]["labels"]
+
+
+def test_network_policies_let_the_in_cluster_services_be_reached_only_by_their_clients(dev_install, services):
+    # The truth table of the policies on the API server (cyclonus, tests/localenv/network_truth.py), with every
+    # service in the namespace: CloudNativePG, Valkey, ClickHouse and Keeper (Altinity). Each pod is the one the
+    # operators' stand-ins made, with the labels the real operators give theirs. Enforcement is the CNI's, untested.
+    namespace = dev_install[0]
+    ns_labels = json.loads(kubectl("get", "namespace", namespace, "-o", "json").stdout)["metadata"]["labels"]
+    labels = {
+        "web": template_labels(namespace, "deployment", "app.kubernetes.io/component=web"),
+        "worker": template_labels(namespace, "deployment", "app.kubernetes.io/component=worker"),
+        "migrate": template_labels(namespace, "job", "app.kubernetes.io/component=migrate"),
+        "backup": template_labels(namespace, "cronjob", "app.kubernetes.io/component=backup"),
+        "postgres": pod_labels(namespace, "cnpg.io/cluster"),
+        "valkey": pod_labels(namespace, "app.kubernetes.io/name=valkey"),
+        "clickhouse": pod_labels(namespace, "clickhouse.altinity.com/chi"),
+        "keeper": pod_labels(namespace, "clickhouse-keeper.altinity.com/chk"),
+        "a pod of someone else": {"app": "debug"},
+    }
+    ours = {name: network_truth.peer(namespace, value, ns_labels) for name, value in labels.items()}
+    outside = {
+        "ingress-nginx": network_truth.peer("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"}),
+        "the ClickHouse operator": network_truth.peer("clickhouse-operator", {"app": "clickhouse-operator"}),
+        "the CloudNativePG operator": network_truth.peer("cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"}),
+        "Prometheus": network_truth.peer("monitoring", {"app.kubernetes.io/name": "prometheus"}),
+        "a pod of another namespace": network_truth.peer("default", {"app": "debug"}),
+    }
+    # Another pod of the same kind (a second instance, replica or Keeper), so that pods reaching their own kind show.
+    other = {name: network_truth.peer(namespace, value, ns_labels, ip="10.244.9.10") for name, value in labels.items()}
+    s3 = network_truth.address("127.0.0.1")
+    api_server = json.loads(kubectl("-n", "default", "get", "service", "kubernetes", "-o", "json").stdout)["spec"]["clusterIP"]
+    destinations = {
+        "web:3000": (other["web"], 3000), "postgres:5432": (other["postgres"], 5432),
+        "postgres:8000": (other["postgres"], 8000), "postgres:9187": (other["postgres"], 9187),
+        "valkey:6379": (other["valkey"], 6379), "clickhouse:8123": (other["clickhouse"], 8123),
+        "clickhouse:9000": (other["clickhouse"], 9000), "clickhouse:9009": (other["clickhouse"], 9009),
+        "clickhouse:9363": (other["clickhouse"], 9363), "keeper:2181": (other["keeper"], 2181),
+        "keeper:9444": (other["keeper"], 9444), "keeper:7000": (other["keeper"], 7000),
+        "s3": (s3, int(services["LOCALENV_S3_ENDPOINT"].rsplit(":", 1)[1].rstrip("/"))),
+        "the API server": (network_truth.address(api_server), 443),
+        "an LLM provider:443": (network_truth.address("203.0.113.10"), 443),
+    }
+    clients = ["postgres:5432", "valkey:6379", "clickhouse:8123", "clickhouse:9000", "s3", "an LLM provider:443"]
+    ensemble = ["clickhouse:8123", "clickhouse:9000", "clickhouse:9009", "clickhouse:9363", "keeper:2181", "keeper:9444",
+                "keeper:7000"]
+    expected_allowed = {
+        "web": clients, "worker": clients,
+        "migrate": ["postgres:5432", "clickhouse:8123", "clickhouse:9000"],
+        "backup": ["postgres:5432", "clickhouse:8123", "s3", "web:3000"],
+        "postgres": ["postgres:5432", "postgres:8000", "postgres:9187", "s3", "the API server"],
+        "valkey": [],
+        "clickhouse": ensemble + ["s3"],
+        "keeper": ensemble,
+        "a pod of someone else": [],
+        "ingress-nginx": ["web:3000"],
+        "the ClickHouse operator": ensemble,
+        "the CloudNativePG operator": ["postgres:5432", "postgres:8000", "postgres:9187"],
+        "Prometheus": ["clickhouse:9363", "keeper:7000", "postgres:9187"],
+        "a pod of another namespace": [],
+    }
+    rows, keys = [], []
+    for source_name, source in {**ours, **outside}.items():
+        for destination_name, (destination, port) in destinations.items():
+            if source_name in outside and destination["Internal"] is None:
+                continue  # between two places outside the namespace: its policies do not govern that
+            rows.append(network_truth.connection(source, destination, port))
+            keys.append((source_name, destination_name))
+    table = dict(zip(keys, network_truth.allowed(namespace, rows)))
+    wanted = {key: key[1] in expected_allowed[key[0]] for key in keys}
+    assert table == wanted, [f"{s} -> {d}: {'allowed' if table[(s, d)] else 'denied'}" for s, d in keys
+                             if table[(s, d)] != wanted[(s, d)]]
+    assert len(table) == 9 * 15 + 5 * 12, table  # ours to every place; those outside to the 12 places inside
 
 
 def test_second_converge_changes_nothing(dev_install, services):

@@ -2,7 +2,7 @@
 # Builds, once per version, the binaries of the local test cluster from their
 # official Go modules and caches them under $LOCALENV_CACHE:
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
-#   kwok, kwokctl, helm, promtool, redis_exporter, and Argo Rollouts' rollouts-controller with its CRDs;
+#   kwok, kwokctl, helm, promtool, redis_exporter, cyclonus, and Argo Rollouts' rollouts-controller with its CRDs;
 # and, from the Go module sigs.k8s.io/gateway-api, Gateway API's standard-channel CRDs (no binary).
 # What is already in the cache is not rebuilt nor fetched again, so a warm run takes seconds. With names
 # (e.g. `build-binaries.sh promtool`) it builds only those: `cluster.sh up` builds the cluster's own, and
@@ -136,6 +136,15 @@ build_redis_exporter() {
   install_dir "$dir" "$tmp"
 }
 
+build_cyclonus() {
+  local dir; dir=$(cyclonus_dir)
+  cached "$dir" cyclonus && { log "cyclonus $LOCALENV_CYCLONUS_VERSION: cached"; return; }
+  log "cyclonus $LOCALENV_CYCLONUS_VERSION: building (github.com/mattfenwick/cyclonus, ~1-2 min cold on 2 cores)"
+  local tmp; tmp=$(mktemp -d "$LOCALENV_CACHE/tmp.XXXX")
+  GOBIN="$tmp" GOFLAGS='' go install -trimpath -ldflags "-s -w" "github.com/mattfenwick/cyclonus/cmd/cyclonus@$LOCALENV_CYCLONUS_VERSION"
+  install_dir "$dir" "$tmp"
+}
+
 # Argo Rollouts replaces k8s.io modules in its go.mod, which `go install pkg@version` refuses: build
 # inside a copy of the module instead. Its CRDs come from the same module (manifests/crds).
 build_argo_rollouts() {
@@ -171,7 +180,7 @@ build_gateway_api() {
 
 main() {
   local start=$SECONDS targets=("$@")
-  [ ${#targets[@]} -gt 0 ] || targets=(etcd kwok helm promtool argo_rollouts redis_exporter gateway_api kubernetes)
+  [ ${#targets[@]} -gt 0 ] || targets=(etcd kwok helm promtool argo_rollouts redis_exporter cyclonus gateway_api kubernetes)
   mkdir -p "$LOCALENV_CACHE"
   if ! cached "$(k8s_bin_dir)" kubectl || ! cached "$(etcd_bin_dir)" etcd; then check_proxy; fi
   for t in "${targets[@]}"; do "build_$t"; done

@@ -33,5 +33,6 @@ etcd_bin_dir() { echo "$LOCALENV_CACHE/etcd/$LOCALENV_ETCD_VERSION"; }
 kwok_bin_dir() { echo "$LOCALENV_CACHE/kwok/$LOCALENV_KWOK_VERSION"; }
 helm_bin_dir() { echo "$LOCALENV_CACHE/helm/$LOCALENV_HELM_VERSION"; }
 argo_rollouts_dir() { echo "$LOCALENV_CACHE/argo-rollouts/$LOCALENV_ARGO_ROLLOUTS_VERSION"; }
+cyclonus_dir() { echo "$LOCALENV_CACHE/cyclonus/$LOCALENV_CYCLONUS_VERSION"; }
 redis_exporter_dir() { echo "$LOCALENV_CACHE/redis_exporter/$LOCALENV_REDIS_EXPORTER_VERSION"; }
 gateway_api_dir() { echo "$LOCALENV_CACHE/gateway-api/$LOCALENV_GATEWAY_API_VERSION"; }
