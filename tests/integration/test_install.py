@@ -122,20 +122,25 @@ def template_labels(namespace, kind, selector):
     return spec["template"]["metadata"]["labels"]
 
 
+def collection_pods(namespace):
+    """The namespace's labels, and the labels of each kind of pod the collection runs in every install."""
+    ns_labels = json.loads(kubectl("get", "namespace", namespace, "-o", "json").stdout)["metadata"]["labels"]
+    return ns_labels, {
+        "web": template_labels(namespace, "deployment", "app.kubernetes.io/component=web"),
+        "worker": template_labels(namespace, "deployment", "app.kubernetes.io/component=worker"),
+        "migrate": template_labels(namespace, "job", "app.kubernetes.io/component=migrate"),
+        "backup": template_labels(namespace, "cronjob", "app.kubernetes.io/component=backup"),
+    }
+
+
 def test_network_policies_allow_each_pod_what_it_needs_and_nothing_else(converged, services):
     # The truth table of the NetworkPolicies on the API server, computed by cyclonus (tests/localenv/network_truth.py):
     # every source below to every destination, each answer asserted, the allowed ones listed. Enforcement is the CNI's
     # and stays untested (KWOK runs no network). inventories/local: the data services are outside the namespace, on
     # 127.0.0.1; web takes requests from namespace gateway-system.
     namespace = converged[0]
-    ns_labels = json.loads(kubectl("get", "namespace", namespace, "-o", "json").stdout)["metadata"]["labels"]
-    ours = {
-        "web": template_labels(namespace, "deployment", "app.kubernetes.io/component=web"),
-        "worker": template_labels(namespace, "deployment", "app.kubernetes.io/component=worker"),
-        "migrate": template_labels(namespace, "job", "app.kubernetes.io/component=migrate"),
-        "backup": template_labels(namespace, "cronjob", "app.kubernetes.io/component=backup"),
-        "a pod of someone else": {"app": "debug"},
-    }
+    ns_labels, ours = collection_pods(namespace)
+    ours["a pod of someone else"] = {"app": "debug"}
     sources = {name: network_truth.peer(namespace, labels, ns_labels) for name, labels in ours.items()}
     outside = {
         "the Gateway's proxy": network_truth.peer("gateway-system", {"app": "proxy"}),
@@ -166,19 +171,15 @@ def test_network_policies_allow_each_pod_what_it_needs_and_nothing_else(converge
         "the Gateway's proxy": ["web"],
         "a pod of another namespace": [],
     }
-    rows, keys = [], []
+    rows = {}
     for source_name, source in {**sources, **outside}.items():
         for (destination_name, port), destination in destinations.items():
             if destination is source or (source_name in outside and (destination["Internal"] or {}).get("Namespace") != namespace):
                 continue  # a pod to itself; traffic between two places outside the namespace, which its policies do not govern
             protocol = "UDP" if destination_name == "dns" else "TCP"
-            rows.append(network_truth.connection(source, destination, port, protocol))
-            keys.append((source_name, destination_name))
-    table = dict(zip(keys, network_truth.allowed(namespace, rows)))
-    wanted = {key: key[1] in expected_allowed[key[0]] for key in keys}
-    assert table == wanted, [f"{s} -> {d}: {'allowed' if table[(s, d)] else 'denied'}" for s, d in keys
-                             if table[(s, d)] != wanted[(s, d)]]
-    assert len(table) == 63, table  # 5 kinds of pod of ours x 12 places, less 3 to themselves; 2 outside x 3 of ours
+            rows[source_name, destination_name] = network_truth.connection(source, destination, port, protocol)
+    assert network_truth.differences(namespace, rows, expected_allowed) == []
+    assert len(rows) == 63, rows  # 5 kinds of pod of ours x 12 places, less 3 to themselves; 2 outside x 3 of ours
 
 
 def test_release_is_pinned_and_holds_no_secret_literal(converged, services):

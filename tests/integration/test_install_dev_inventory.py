@@ -20,7 +20,7 @@ import pytest
 import network_truth
 from conftest import BACKUP_BUCKET, REPO, kubectl, playbook, run
 from test_backup_scripts import script_env, sh
-from test_install import recap, template_labels
+from test_install import collection_pods, recap
 
 STANDINS = REPO / "tests" / "standins" / "charts"
 
@@ -166,12 +166,8 @@ def test_network_policies_let_the_in_cluster_services_be_reached_only_by_their_c
     # service in the namespace: CloudNativePG, Valkey, ClickHouse and Keeper (Altinity). Each pod is the one the
     # operators' stand-ins made, with the labels the real operators give theirs. Enforcement is the CNI's, untested.
     namespace = dev_install[0]
-    ns_labels = json.loads(kubectl("get", "namespace", namespace, "-o", "json").stdout)["metadata"]["labels"]
-    labels = {
-        "web": template_labels(namespace, "deployment", "app.kubernetes.io/component=web"),
-        "worker": template_labels(namespace, "deployment", "app.kubernetes.io/component=worker"),
-        "migrate": template_labels(namespace, "job", "app.kubernetes.io/component=migrate"),
-        "backup": template_labels(namespace, "cronjob", "app.kubernetes.io/component=backup"),
+    ns_labels, labels = collection_pods(namespace)
+    labels |= {
         "postgres": pod_labels(namespace, "cnpg.io/cluster"),
         "valkey": pod_labels(namespace, "app.kubernetes.io/name=valkey"),
         "clickhouse": pod_labels(namespace, "clickhouse.altinity.com/chi"),
@@ -219,18 +215,13 @@ def test_network_policies_let_the_in_cluster_services_be_reached_only_by_their_c
         "Prometheus": ["clickhouse:9363", "keeper:7000", "postgres:9187"],
         "a pod of another namespace": [],
     }
-    rows, keys = [], []
-    for source_name, source in {**ours, **outside}.items():
-        for destination_name, (destination, port) in destinations.items():
-            if source_name in outside and destination["Internal"] is None:
-                continue  # between two places outside the namespace: its policies do not govern that
-            rows.append(network_truth.connection(source, destination, port))
-            keys.append((source_name, destination_name))
-    table = dict(zip(keys, network_truth.allowed(namespace, rows)))
-    wanted = {key: key[1] in expected_allowed[key[0]] for key in keys}
-    assert table == wanted, [f"{s} -> {d}: {'allowed' if table[(s, d)] else 'denied'}" for s, d in keys
-                             if table[(s, d)] != wanted[(s, d)]]
-    assert len(table) == 9 * 15 + 5 * 12, table  # ours to every place; those outside to the 12 places inside
+    rows = {(source_name, destination_name): network_truth.connection(source, destination, port)
+            for source_name, source in {**ours, **outside}.items()
+            for destination_name, (destination, port) in destinations.items()
+            # between two places outside the namespace: its policies do not govern that
+            if not (source_name in outside and destination["Internal"] is None)}
+    assert network_truth.differences(namespace, rows, expected_allowed) == []
+    assert len(rows) == 9 * 15 + 5 * 12, rows  # ours to every place; those outside to the 12 places inside
 
 
 def test_second_converge_changes_nothing(dev_install, services):

@@ -127,22 +127,24 @@ build_promtool() {
   install_dir "$dir" "$tmp"
 }
 
-build_redis_exporter() {
-  local dir; dir=$(redis_exporter_dir)
-  cached "$dir" redis_exporter && { log "redis_exporter $LOCALENV_REDIS_EXPORTER_VERSION: cached"; return; }
-  log "redis_exporter $LOCALENV_REDIS_EXPORTER_VERSION: building (github.com/oliver006/redis_exporter, ~1 min cold on 2 cores)"
+# A binary `go install`ed from a module at a version, cached under dir: go_install NAME DIR MODULE/PKG VERSION WHAT
+go_install() {
+  local name=$1 dir=$2 pkg=$3 version=$4 what=$5
+  cached "$dir" "$name" && { log "$name $version: cached"; return; }
+  log "$name $version: building ($what)"
   local tmp; tmp=$(mktemp -d "$LOCALENV_CACHE/tmp.XXXX")
-  GOBIN="$tmp" GOFLAGS='' go install -trimpath -ldflags "-s -w" "github.com/oliver006/redis_exporter@$LOCALENV_REDIS_EXPORTER_VERSION"
+  GOBIN="$tmp" GOFLAGS='' go install -trimpath -ldflags "-s -w" "$pkg@$version"
   install_dir "$dir" "$tmp"
 }
 
+build_redis_exporter() {
+  go_install redis_exporter "$(redis_exporter_dir)" github.com/oliver006/redis_exporter "$LOCALENV_REDIS_EXPORTER_VERSION" \
+    "github.com/oliver006/redis_exporter, ~1 min cold on 2 cores"
+}
+
 build_cyclonus() {
-  local dir; dir=$(cyclonus_dir)
-  cached "$dir" cyclonus && { log "cyclonus $LOCALENV_CYCLONUS_VERSION: cached"; return; }
-  log "cyclonus $LOCALENV_CYCLONUS_VERSION: building (github.com/mattfenwick/cyclonus, ~1-2 min cold on 2 cores)"
-  local tmp; tmp=$(mktemp -d "$LOCALENV_CACHE/tmp.XXXX")
-  GOBIN="$tmp" GOFLAGS='' go install -trimpath -ldflags "-s -w" "github.com/mattfenwick/cyclonus/cmd/cyclonus@$LOCALENV_CYCLONUS_VERSION"
-  install_dir "$dir" "$tmp"
+  go_install cyclonus "$(cyclonus_dir)" github.com/mattfenwick/cyclonus/cmd/cyclonus "$LOCALENV_CYCLONUS_VERSION" \
+    "github.com/mattfenwick/cyclonus, ~1-2 min cold on 2 cores"
 }
 
 # Argo Rollouts replaces k8s.io modules in its go.mod, which `go install pkg@version` refuses: build

@@ -7,7 +7,7 @@ by the rules of networking.k8s.io/v1. That is the policies' meaning; that a CNI 
 is not exercised here (KWOK runs no network).
 
 `peer(namespace, labels, namespace_labels)` and `address(ip)` build the two ends, `connection(...)` one row, and
-`allowed(namespace, rows)` asks cyclonus for all of them in one run.
+`allowed(namespace, rows)` asks cyclonus for all of them in one run; `differences` compares its answers with a table.
 """
 import json
 import os
@@ -65,3 +65,12 @@ def allowed(namespace, rows, kubectl="kubectl"):
     answers = ANSWER.findall(proc.stdout)
     assert proc.returncode == 0 and len(answers) == len(rows), (proc.returncode, proc.stderr[-3000:], proc.stdout[-3000:])
     return [a == "TRUE" for a in answers]
+
+
+def differences(namespace, rows, expected_allowed):
+    """The rows {(source, destination): connection} whose answer is not the expected one, as sentences: a
+    destination is expected allowed when it is in expected_allowed[source], denied otherwise."""
+    keys = list(rows)
+    answers = dict(zip(keys, allowed(namespace, [rows[k] for k in keys])))
+    return [f"{s} -> {d}: {'allowed' if answers[s, d] else 'denied'}, expected {'denied' if answers[s, d] else 'allowed'}"
+            for s, d in keys if answers[s, d] != (d in expected_allowed[s])]
