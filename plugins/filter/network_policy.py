@@ -21,8 +21,9 @@ from ansible.errors import AnsibleFilterError
 
 DNS_PORTS = ({"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53})
 
-# The labels each kind of pod carries, as its chart, operator or this collection sets them.
+
 def _app(release, app):
+    """web's or the worker's pods, as the chart labels them."""
     return {"matchLabels": {"app.kubernetes.io/name": "langfuse", "app.kubernetes.io/instance": release, "app": app}}
 
 

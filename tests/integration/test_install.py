@@ -117,7 +117,9 @@ def test_the_api_server_holds_every_pod_to_pod_security_restricted(converged):
 
 def template_labels(namespace, kind, selector):
     """The pod labels the first `kind` matching `selector` in `namespace` gives its pods, as on the API server."""
-    [item, *_] = json.loads(kubectl("-n", namespace, "get", kind, "-l", selector, "-o", "json").stdout)["items"]
+    items = json.loads(kubectl("-n", namespace, "get", kind, "-l", selector, "-o", "json").stdout)["items"]
+    assert items, f"no {kind} labelled {selector} in {namespace}"
+    item = items[0]
     spec = item["spec"]["jobTemplate"]["spec"] if kind == "cronjob" else item["spec"]
     return spec["template"]["metadata"]["labels"]
 

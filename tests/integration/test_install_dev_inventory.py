@@ -157,8 +157,9 @@ def test_redis_is_valkey(dev_install):
 
 def pod_labels(namespace, selector):
     """The labels of the first pod in `namespace` matching `selector`, as on the API server."""
-    [pod, *_] = json.loads(kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "json").stdout)["items"]
-    return pod["metadata"]["labels"]
+    pods = json.loads(kubectl("-n", namespace, "get", "pods", "-l", selector, "-o", "json").stdout)["items"]
+    assert pods, f"no pod labelled {selector} in {namespace}"
+    return pods[0]["metadata"]["labels"]
 
 
 def test_network_policies_let_the_in_cluster_services_be_reached_only_by_their_clients(dev_install, services):
