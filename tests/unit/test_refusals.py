@@ -48,6 +48,7 @@ WORKER = {"replicas": 1, "resources": {}, "autoscaling": "hpa",
           "keda": {"min_replicas": 1, "max_replicas": 2, "list_length_target": 10, "queues": ["ingestion-queue"]}}
 CH_EXTERNAL = {"host": "127.0.0.1", "http_port": 18124, "native_port": 19000, "secure": False, "cluster_enabled": False}
 OBSERVABILITY = {"observability_enabled": True}
+DIGEST = "sha256:" + "ab" * 32
 # A case runs on inventories/local's line (v4, the default for a new install) unless it pins one.
 V3 = {"langfuse_helm_release_line": "v3", "langfuse_helm_chart_version": "1.5.41", "langfuse_helm_app_version": "3.224.1"}
 V4 = {"langfuse_helm_release_line": "v4", "langfuse_helm_chart_version": "2.0.0", "langfuse_helm_app_version": "4.4.0",
@@ -352,6 +353,15 @@ CASES = {
                                                            "clickhouse_operator_mode": "operator"},
                                                           ["namespace_secrets_pod_security_level is restricted",
                                                            "ClickHouse and Keeper pods", "Set namespace_secrets_pod_security_level: baseline"]),
+    # Issue 20: images may be pinned by digest, after a version tag; a digest alone, a broken one or latest are refused.
+    "valkey-image-digest-without-tag": ({"redis_mode": "valkey", "redis_valkey_image": "valkey/valkey@" + DIGEST},
+                                        ["redis_valkey_image pinned", "no version tag", "name:tag@sha256"]),
+    "valkey-image-latest-with-digest": ({"redis_mode": "valkey", "redis_valkey_image": "valkey/valkey:latest@" + DIGEST},
+                                        ["redis_valkey_image pinned", "the tag latest moves"]),
+    "backup-image-short-digest": ({"backup_cron_aws_cli_image": "docker.io/amazon/aws-cli:2.15.61@sha256:abc"},
+                                  ["backup_cron_aws_cli_image is", "not an image reference", "name:tag@sha256:..."]),
+    "exporter-image-digest-only": ({**OBSERVABILITY, "observability_blackbox_exporter_image": "prom/blackbox-exporter@" + DIGEST},
+                                   ["observability_blackbox_exporter_image must be pinned to a version tag"]),
     # Issue 20: who may reach web is named, never guessed; every peer is a NetworkPolicy peer; CIDRs are CIDRs.
     "network-web-from-unknown-controller": ({"network_policy_web_from": []},
                                             ["network_policy_web_from is empty", "Gateway controller other",
@@ -371,6 +381,18 @@ CASES = {
 
 # host: what must pass every check, beside the clean inventory: what the refusals tell you to do instead.
 PASSES = {
+    # Every image pinned by a digest after its version tag, and from a registry with a port.
+    "pass-images-by-digest": {
+        "redis_mode": "valkey", "redis_valkey_image": "registry.internal:5000/valkey/valkey:8.1.11@" + DIGEST,
+        "backup_cron_postgres_image": "docker.io/library/postgres:17.6-bookworm@" + DIGEST,
+        "backup_cron_aws_cli_image": "registry.internal:5000/amazon/aws-cli:2.15.61@" + DIGEST,
+        # The recorded cluster has no Prometheus Operator CRDs, so observability is left out here; its digest refusal
+        # above and tests/unit/test_observability_render.py's images take the same filter.
+    },
+    "pass-clickhouse-images-by-digest": {
+        "clickhouse_operator_mode": "operator", "namespace_secrets_pod_security_level": "baseline",
+        "clickhouse_operator_image": "clickhouse/clickhouse-server:26.4@" + DIGEST,
+        "clickhouse_operator_keeper_image": "clickhouse/clickhouse-keeper:26.4@" + DIGEST},
     # The controllers whose proxies' namespace the role knows; or no policies at all.
     "pass-network-envoy-gateway": {"langfuse_helm_gateway": {**GATEWAY, "controller": "envoy_gateway"}, "network_policy_web_from": []},
     "pass-network-ingress-nginx": {**BY_INGRESS, "langfuse_helm_ingress": INGRESS, "network_policy_web_from": []},
