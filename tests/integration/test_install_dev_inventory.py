@@ -21,6 +21,7 @@ import network_truth
 from conftest import BACKUP_BUCKET, REPO, kubectl, playbook, run
 from test_backup_scripts import script_env, sh
 from test_install import collection_pods, recap
+from test_install_valkey import valkey_as_the_pod_runs_it
 
 STANDINS = REPO / "tests" / "standins" / "charts"
 
@@ -148,8 +149,9 @@ def test_clickhouse_runs_through_the_operator(dev_install):
     assert values["clickhouse"]["host"] == "clickhouse-langfuse"
 
 
-def test_redis_is_valkey(dev_install):
+def test_redis_is_valkey(dev_install, tmp_path):
     namespace = dev_install[0]
+    valkey_as_the_pod_runs_it(namespace, tmp_path)
     assert get(namespace, "statefulset", "langfuse-valkey")["status"]["readyReplicas"] == 1
     values = json.loads(run("helm", "get", "values", "langfuse", "-n", namespace, "-o", "json").stdout)
     assert values["redis"]["host"] == "langfuse-valkey"

@@ -8,6 +8,7 @@ loaded into this machine's real redis-server 7 (Valkey reads the same
 directives), which must start with it and report the policy.
 """
 import json
+import os
 import socket
 import subprocess
 import time
@@ -33,11 +34,16 @@ def test_valkey_runs_persistent_with_noeviction(valkey_install):
     namespace = valkey_install[0]
     sts = json.loads(kubectl("-n", namespace, "get", "statefulset", "langfuse-valkey", "-o", "json").stdout)
     assert sts["status"]["readyReplicas"] == 1
-    container = sts["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == "valkey/valkey:8.1.11"
+    pod = sts["spec"]["template"]["spec"]
+    [container], [init] = pod["containers"], pod["initContainers"]
+    assert container["image"] == init["image"] == "valkey/valkey:8.1.11"
+    # The password is in no argument: the init container writes it to a file from the Secret's env.
+    assert container["command"] == ["valkey-server", "/etc/valkey/valkey.conf"]
+    assert "$(VALKEY_PASSWORD)" not in json.dumps(pod) and "--requirepass" not in json.dumps(pod)
     assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]} == {
-        "VALKEY_PASSWORD": {"name": "langfuse-redis", "key": "password"},
         "REDISCLI_AUTH": {"name": "langfuse-redis", "key": "password"}}
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in init["env"]} == {
+        "VALKEY_PASSWORD": {"name": "langfuse-redis", "key": "password"}}
     config = json.loads(kubectl("-n", namespace, "get", "configmap", "langfuse-valkey-config", "-o", "json").stdout)
     lines = config["data"]["valkey.conf"].splitlines()
     assert "maxmemory-policy noeviction" in lines and "appendonly yes" in lines
@@ -72,21 +78,28 @@ def test_evicting_policy_is_refused_before_any_change(cluster, services):
     assert kubectl("get", "namespace", namespace, check=False).returncode != 0
 
 
-def test_the_config_starts_a_real_server_with_noeviction(valkey_install, tmp_path):
-    namespace = valkey_install[0]
-    config = json.loads(kubectl("-n", namespace, "get", "configmap", "langfuse-valkey-config", "-o", "json").stdout)
-    # /data is the PVC's mount in the pod; here a scratch directory stands in for it.
-    text = config["data"]["valkey.conf"]
-    assert "dir /data" in text.splitlines()
-    (tmp_path / "valkey.conf").write_text(text.replace("dir /data", f"dir {tmp_path}"))
+def valkey_as_the_pod_runs_it(namespace, tmp_path):
+    """Runs the Valkey StatefulSet's init container command and then its server on its config, as local processes
+    (Debian's redis-server, which reads Valkey's config), and checks what a client meets: no entry without the
+    password, noeviction and the append-only file with it. The Secret's password is replaced by a test one; /data
+    and the init container's /run/valkey by scratch directories."""
+    pod = json.loads(kubectl("-n", namespace, "get", "statefulset", "langfuse-valkey", "-o", "json").stdout)["spec"]["template"]["spec"]
+    text = json.loads(kubectl("-n", namespace, "get", "configmap", "langfuse-valkey-config", "-o", "json").stdout)["data"]["valkey.conf"]
+    assert {"dir /data", "include /run/valkey/auth.conf"} <= set(text.splitlines()), text
+    [init] = pod["initContainers"]
+    assert init["command"][:2] == ["sh", "-c"], init["command"]
+    run("sh", "-c", init["command"][2].replace("/run/valkey", str(tmp_path)), env={**os.environ, "VALKEY_PASSWORD": "test-only"})
+    assert (tmp_path / "auth.conf").read_text() == "requirepass test-only\n" and (tmp_path / "auth.conf").stat().st_mode & 0o077 == 0
+    (tmp_path / "valkey.conf").write_text(text.replace("dir /data", f"dir {tmp_path}").replace("/run/valkey", str(tmp_path)))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen(["redis-server", str(tmp_path / "valkey.conf"), "--port", str(port), "--bind", "127.0.0.1",
-                               "--requirepass", "test-only"], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    [container] = pod["containers"]
+    assert container["command"] == ["valkey-server", "/etc/valkey/valkey.conf"]
+    server = subprocess.Popen(["redis-server", str(tmp_path / "valkey.conf"), "--port", str(port), "--bind", "127.0.0.1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        for attempt in range(50):
+        for _attempt in range(50):
             got = run("redis-cli", "-p", str(port), "--no-auth-warning", "-a", "test-only",
                       "config", "get", "maxmemory-policy", check=False)
             if got.returncode == 0 and got.stdout.strip():
@@ -96,6 +109,11 @@ def test_the_config_starts_a_real_server_with_noeviction(valkey_install, tmp_pat
         assert got.stdout.split() == ["maxmemory-policy", "noeviction"]
         got = run("redis-cli", "-p", str(port), "--no-auth-warning", "-a", "test-only", "config", "get", "appendonly")
         assert got.stdout.split() == ["appendonly", "yes"]
+        assert "NOAUTH" in run("redis-cli", "-p", str(port), "ping", check=False).stdout
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_the_config_starts_a_real_server_with_noeviction(valkey_install, tmp_path):
+    valkey_as_the_pod_runs_it(valkey_install[0], tmp_path)
