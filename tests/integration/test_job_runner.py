@@ -8,6 +8,7 @@ decide the Jobs, their env comes from the live Secrets and ConfigMaps, their
 volumes are real. The last test runs the collection's own postgres backup
 CronJob and finds its dump and manifest in the local S3.
 """
+import base64
 import hashlib
 import json
 import time
@@ -81,6 +82,30 @@ def output(pod, container):
 def stdout_of(pod, container):
     logs = Path(pod["metadata"]["annotations"][LOGS_ANNOTATION]) / f"{container}.log"
     return [line.split(" ", 3)[3] for line in logs.read_text().splitlines() if line.split(" ", 3)[1] == "stdout"]
+
+
+def started_programs(pod):
+    """Every program the pod's containers started, an execve line each with its arguments (never its environment),
+    as the runner's strace recorded them."""
+    logs = Path(pod["metadata"]["annotations"][LOGS_ANNOTATION])
+    return [line for f in sorted(logs.glob("*.execve")) for line in f.read_text().splitlines() if " execve(" in line]
+
+
+def secret_values(namespace):
+    """The values of every Secret in `namespace` (8 characters or more), as text."""
+    values = set()
+    for secret in json.loads(kubectl("-n", namespace, "get", "secrets", "-o", "json").stdout)["items"]:
+        for value in (secret.get("data") or {}).values():
+            text = base64.b64decode(value).decode(errors="replace")
+            values |= {text, text.strip()} if len(text.strip()) >= 8 else set()
+    return values
+
+
+def leaked_into_arguments(pod, secrets):
+    """The lines of started_programs that hold a secret, plain or base64-encoded, with the secret masked."""
+    forms = {form for secret in secrets for form in (secret, base64.b64encode(secret.encode()).decode())}
+    return [next(line.replace(f, "<secret>") for f in forms if f in line) for line in started_programs(pod)
+            if any(f in line for f in forms)]
 
 
 def test_a_script_that_exits_0_completes_its_job(jobs_namespace):
@@ -248,6 +273,12 @@ def test_the_postgres_backup_cronjob_puts_a_dump_and_its_manifest_in_s3(jobs_nam
         listing = run("/usr/lib/postgresql/15/bin/pg_restore", "--list", str(tmp_path / "dump.pgcustom")).stdout
         assert "dbname: langfuse" in listing
         assert "TABLE DATA public _prisma_migrations" in listing
+        # No secret on a command line: every program the Job's two containers started, as strace recorded it.
+        programs = started_programs(pod)
+        assert any("/pg_dump" in p for p in programs) and any("/aws" in p for p in programs), programs
+        secrets = secret_values(jobs_namespace) | {services[k] for k in (
+            "LOCALENV_POSTGRES_PASSWORD", "LOCALENV_S3_SECRET_ACCESS_KEY", "LOCALENV_CLICKHOUSE_PASSWORD")}
+        assert leaked_into_arguments(pod, secrets) == []
     finally:
         run("helm", "uninstall", "langfuse", "-n", jobs_namespace, "--wait", check=False, timeout=300)
         for obj in s3_client(services).list_objects_v2(Bucket=BACKUP_BUCKET, Prefix=f"{jobs_namespace}/").get("Contents", []):

@@ -24,6 +24,7 @@ from pyrage import x25519
 from conftest import (BACKUP_BUCKET, BackgroundPlaybook, Watch, ch, installed_release, kubectl, migrated_databases, pg, playbook,
                       restore_job_running, run, wait_for)
 from test_install import recap
+from test_job_runner import LOGS_ANNOTATION, leaked_into_arguments, secret_values, started_programs
 
 APP_KEYS = ("salt", "encryption-key", "nextauth-secret")
 POSTGRES_SEED = [
@@ -339,6 +340,22 @@ def test_a_job_from_each_backup_cronjob_completes(installed):
     # They ran for real (the job runner): each kind has a newer backup in the bucket than the fixture's.
     postgres, clickhouse = newest_backups(installed["s3"], namespace)
     assert postgres > installed["postgres"] and clickhouse > installed["clickhouse"]
+
+
+def test_no_backup_or_restore_job_put_a_secret_on_a_command_line(installed, services):
+    # Every pod the job runner ran in the namespace (the backups of the fixture and of the test above, the restores'
+    # Jobs): the programs their containers started, with their arguments, as strace recorded them. The S3 key, the
+    # database passwords and the app secrets reach them by env or file only.
+    namespace = installed["namespace"]
+    pods = [p for p in json.loads(kubectl("-n", namespace, "get", "pods", "-o", "json").stdout)["items"]
+            if LOGS_ANNOTATION in p["metadata"].get("annotations", {})]
+    kinds = {p["metadata"]["labels"].get("app.kubernetes.io/instance", "") for p in pods}
+    assert {"langfuse-backup-postgres", "langfuse-backup-clickhouse-full"} <= kinds, kinds
+    secrets = secret_values(namespace) | {services[k] for k in (
+        "LOCALENV_POSTGRES_PASSWORD", "LOCALENV_S3_SECRET_ACCESS_KEY", "LOCALENV_CLICKHOUSE_PASSWORD")}
+    programs = [line for p in pods for line in started_programs(p)]
+    assert any("/pg_dump" in line for line in programs) and any("/curl" in line for line in programs), programs[:20]
+    assert [line for p in pods for line in leaked_into_arguments(p, secrets)] == []
 
 
 def test_the_app_secrets_are_in_the_bucket_encrypted_and_in_every_manifest(installed, services):

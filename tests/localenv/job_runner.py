@@ -29,7 +29,9 @@ own mount namespace and root (a tmpfs holding read-only binds of the host's
 /usr and /etc, the volumes at their mountPaths, /dev and /proc; read-only when
 readOnlyRootFilesystem), as runAsUser/runAsGroup/fsGroup, no-new-privs when
 allowPrivilegeEscalation is false; command and args exactly as written, the
-containers of a pod concurrently, init containers first. Deadline: the pod's
+containers of a pod concurrently, init containers first, each under strace
+(execve only: every program it starts and its arguments, never its
+environment, into <container>.execve beside its log). Deadline: the pod's
 activeDeadlineSeconds, else its Job's, else --default-timeout; capped by
 --max-timeout. The exit codes go back into the pod's status (terminated
 containerStatuses, phase Succeeded/Failed), so the Job controller does the
@@ -496,7 +498,11 @@ class PodRun:
         with os.fdopen(fd, "w") as f:
             json.dump(spec, f)
         logfile = open(self.logs / f"{container['name']}.log", "a")
-        proc = subprocess.Popen(["/usr/bin/unshare", "--mount", "--propagation", "private", "--",
+        # Every program the container starts, with its arguments (not its environment), into <container>.execve:
+        # the tests read there that no secret reaches a command line.
+        trace = (["/usr/bin/strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=execve", "-s", "65535",
+                  "-o", str(self.logs / f"{container['name']}.execve"), "--"] if os.path.exists("/usr/bin/strace") else [])
+        proc = subprocess.Popen([*trace, "/usr/bin/unshare", "--mount", "--propagation", "private", "--",
                                  sys.executable, os.path.abspath(__file__), "--sandbox", str(path)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True, env={"PATH": "/usr/bin:/bin"})

@@ -11,6 +11,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v clickhouse-server >/dev/null || missing+=(clickhouse-server)
 command -v clickhouse-client >/dev/null || missing+=(clickhouse-client)
 command -v shellcheck >/dev/null || missing+=(shellcheck)
+# The job runner records the programs a Job's containers start (and their arguments) with it.
+[ -x /usr/bin/strace ] || missing+=(strace)
 [ ${#missing[@]} -eq 0 ] && exit 0
 [ "$(id -u)" -eq 0 ] || die "missing Debian packages: ${missing[*]}; install them (sudo apt-get install ${missing[*]})"
 log "installing ${missing[*]} from Debian"
