@@ -337,6 +337,12 @@ def test_a_job_from_each_backup_cronjob_completes(installed):
         assert all(":" in c["image"] and not c["image"].endswith(":latest") for c in pod["containers"])
         secrets = [e for c in pod["containers"] for e in c["env"] if "PASSWORD" in e["name"] or "SECRET" in e["name"]]
         assert secrets and all("value" not in e and "secretKeyRef" in e["valueFrom"] for e in secrets)
+        # The backup writer's own S3 keys (inventories/local: namespace_secrets_credentials.backup_s3), not Langfuse's.
+        assert {e["valueFrom"]["secretKeyRef"]["name"] for c in pod["containers"] for e in c["env"]
+                if e["name"].startswith("AWS_") and "valueFrom" in e} == {"langfuse-backup-s3"}, name
+    # ...which web and the worker do not hold.
+    web_and_worker = kubectl("-n", namespace, "get", "deployments", "-l", "app.kubernetes.io/name=langfuse", "-o", "json").stdout
+    assert "langfuse-backup-s3" not in web_and_worker and "langfuse-s3" in web_and_worker
     # They ran for real (the job runner): each kind has a newer backup in the bucket than the fixture's.
     postgres, clickhouse = newest_backups(installed["s3"], namespace)
     assert postgres > installed["postgres"] and clickhouse > installed["clickhouse"]

@@ -34,6 +34,7 @@ LOCAL_CREDENTIALS = {
     "redis": {"source": "vault", "secret_name": "langfuse-redis", "values": {"password": "okpassword2"}},
     "clickhouse": {"source": "vault", "secret_name": "langfuse-clickhouse", "values": {"password": "okpassword3"}},
     "s3": {"source": "vault", "secret_name": "langfuse-s3", "values": {"access-key-id": "a", "secret-access-key": "b"}},
+    "backup_s3": {"source": "vault", "secret_name": "langfuse-backup-s3", "values": {"access-key-id": "c", "secret-access-key": "d"}},
 }
 INGRESS = {"enabled": True, "class_name": "nginx", "cluster_issuer": "", "tls_secret_name": "t", "body_size": "1m",
            "timeout_seconds": 60}
@@ -362,6 +363,14 @@ CASES = {
                                   ["backup_cron_aws_cli_image is", "not an image reference", "name:tag@sha256:..."]),
     "exporter-image-digest-only": ({**OBSERVABILITY, "observability_blackbox_exporter_image": "prom/blackbox-exporter@" + DIGEST},
                                    ["observability_blackbox_exporter_image must be pinned to a version tag"]),
+    # Issue 20: the backups are written with keys of their own, not the ones web and the worker hold.
+    "backup-with-langfuse-s3-key": ({"backup_cron_s3_secret_name": "langfuse-s3"},
+                                    ["backup_cron_s3_secret_name is \"langfuse-s3\", the S3 Secret of Langfuse itself",
+                                     "could delete or rewrite every backup", "namespace_secrets_credentials.backup_s3",
+                                     "backup_cron_s3_shared_with_langfuse: true"]),
+    "backup-without-its-own-key": ({"namespace_secrets_credentials": {k: v for k, v in LOCAL_CREDENTIALS.items() if k != "backup_s3"}},
+                                   ["backup_cron_s3_secret_name is \"langfuse-backup-s3\", which no namespace_secrets_credentials entry",
+                                    "(backup_s3 writes \"none\")"]),
     # Issue 20: who may reach web is named, never guessed; every peer is a NetworkPolicy peer; CIDRs are CIDRs.
     "network-web-from-unknown-controller": ({"network_policy_web_from": []},
                                             ["network_policy_web_from is empty", "Gateway controller other",
@@ -393,6 +402,10 @@ PASSES = {
         "clickhouse_operator_mode": "operator", "namespace_secrets_pod_security_level": "baseline",
         "clickhouse_operator_image": "clickhouse/clickhouse-server:26.4@" + DIGEST,
         "clickhouse_operator_keeper_image": "clickhouse/clickhouse-keeper:26.4@" + DIGEST},
+    # One key for Langfuse and its backups, accepted by name.
+    "pass-backup-shares-langfuse-s3-key": {
+        "namespace_secrets_credentials": {k: v for k, v in LOCAL_CREDENTIALS.items() if k != "backup_s3"},
+        "backup_cron_s3_shared_with_langfuse": True},
     # The controllers whose proxies' namespace the role knows; or no policies at all.
     "pass-network-envoy-gateway": {"langfuse_helm_gateway": {**GATEWAY, "controller": "envoy_gateway"}, "network_policy_web_from": []},
     "pass-network-ingress-nginx": {**BY_INGRESS, "langfuse_helm_ingress": INGRESS, "network_policy_web_from": []},
