@@ -207,7 +207,8 @@ def test_network_policies_let_the_in_cluster_services_be_reached_only_by_their_c
         "web": clients, "worker": clients,
         "migrate": ["postgres:5432", "clickhouse:8123", "clickhouse:9000"],
         "backup": ["postgres:5432", "clickhouse:8123", "s3", "web:3000"],
-        "postgres": ["postgres:5432", "postgres:8000", "postgres:9187", "s3", "the API server"],
+        # Any address on the API server's ports (network_policy_api_server_to is empty): 443 to the LLM provider's too.
+        "postgres": ["postgres:5432", "postgres:8000", "postgres:9187", "s3", "the API server", "an LLM provider:443"],
         "valkey": [],
         "clickhouse": ensemble + ["s3"],
         "keeper": ensemble,
