@@ -1,18 +1,16 @@
 """Which integration test files run side by side on the one local cluster, and why.
 
-tests/run-integration.sh runs the groups at the same time, each as a pytest process of its own with its
-files in order (a file's name decides its place). What one group does must not disturb another:
+tests/run-integration.sh runs the two groups at the same time, each as a pytest process of its own with its
+files in order (a file's name decides its place). What one group does must not disturb the other:
 - the dev inventory and the CloudNativePG stand-in share the cluster-wide CNPG CRDs and the Barman Cloud
   plugin's Service in cnpg-system (the stand-in test deletes the CRDs at its end): one group, dev first;
 - the stand-in Langfuse server answers each health call for the pod it names (X-Langfuse-Ops-Pod), so web
   versions and the "event propagation stuck" label of one namespace do not leak into another;
 - every file has uuid-named namespaces and databases; each group keeps its backups in a bucket of its own
   (conftest.BACKUP_BUCKET), since an install rewrites the bucket's whole lifecycle configuration.
-The split balances the groups' time (of CI's tier), since the slowest one is the stage's: "upgrades"
-holds the upgrades and the tests that make no release, "phases" the v3 -> v4 phases and the restores (the two
-longest files, about a quarter of the stage each), "installs" the installs (the official ClickHouse operator's
-too) and the backup Jobs. Most of a test's time is waiting (helm, rollouts, the stand-ins' delays), so three
-groups on two cores finish sooner than two. A test file missing here fails the collection, so none is left out.
+The split balances the groups' time (of CI's tier), since the slower one is the stage's: "upgrades"
+holds the upgrades and the tests that make no release, "installs" the installs (the official ClickHouse
+operator's too), the backup Jobs and the restores. A test file missing here fails the collection, so none is left out.
 
 `python tests/integration/groups.py` prints the group names.
 """
@@ -20,7 +18,7 @@ groups on two cores finish sooner than two. A test file missing here fails the c
 GROUPS = {
     "test_upgrade.py": "upgrades",
     "test_upgrade_v4.py": "upgrades",
-    "test_v4_phases.py": "phases",
+    "test_v4_phases.py": "upgrades",
     "test_backup_scripts.py": "upgrades",
     "test_install_migration_gate.py": "upgrades",
     "test_install_refuses_bad_inputs.py": "upgrades",
@@ -38,7 +36,7 @@ GROUPS = {
     "test_install_valkey.py": "installs",
     "test_job_runner.py": "installs",
     "test_observability.py": "installs",
-    "test_restore.py": "phases",
+    "test_restore.py": "installs",
     "test_standin_cnpg.py": "installs",
     "test_standin_gateway.py": "installs",
     "test_gateway_manifests.py": "installs",
