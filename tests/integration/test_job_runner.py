@@ -91,11 +91,17 @@ def started_programs(pod):
     return [line for f in sorted(logs.glob("*.execve")) for line in f.read_text().splitlines() if " execve(" in line]
 
 
+# Keys of Secrets whose values name rather than guard (an S3 access key ID, a login): they may be on a command line.
+NOT_SECRET_KEYS = {"access-key-id", "username", "user"}
+
+
 def secret_values(namespace):
-    """The values of every Secret in `namespace` (8 characters or more), as text."""
+    """The values of every Secret in `namespace` (8 characters or more, NOT_SECRET_KEYS left out), as text."""
     values = set()
     for secret in json.loads(kubectl("-n", namespace, "get", "secrets", "-o", "json").stdout)["items"]:
-        for value in (secret.get("data") or {}).values():
+        for key, value in (secret.get("data") or {}).items():
+            if key in NOT_SECRET_KEYS:
+                continue
             text = base64.b64decode(value).decode(errors="replace")
             values |= {text, text.strip()} if len(text.strip()) >= 8 else set()
     return values
