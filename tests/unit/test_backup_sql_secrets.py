@@ -73,7 +73,7 @@ def test_the_secret_is_hidden_in_query_log_and_system_backups(tmp_path, endpoint
     assert all(SECRET in s for s in statements)
     for statement in statements:
         cur.execute(statement)
-    for _ in range(100):
+    for _attempt in range(100):
         cur.execute("SELECT count() FROM system.backups WHERE status IN ('CREATING_BACKUP', 'RESTORING')")
         if cur.fetchall()[0][0] == 0:
             break
