@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 
 from ansible.errors import AnsibleFilterError
 
@@ -96,6 +97,29 @@ def app_secrets_compare(values, fingerprints, keys=APP_SECRET_KEYS):
     return out
 
 
+SIGNATURE = re.compile(r', "signature": "hmac-sha256:([0-9a-f]{64})"\}$')
+
+
+def backup_manifest_signature(text, key):
+    """Whether a backup manifest's text carries a valid signature under the backup signing key.
+
+    Returns 'valid', 'unsigned' (no signature: made before backups were signed) or 'invalid' (changed, or signed
+    with another key). The signature, written by backup-lib.sh's manifest_sign, is the manifest's last field: an
+    HMAC-SHA256 under the key of the text with that field removed, ending in one newline.
+    """
+    if not isinstance(text, str):
+        raise AnsibleFilterError("backup_manifest_signature: the manifest must be text")
+    if not isinstance(key, str) or not key:
+        raise AnsibleFilterError("backup_manifest_signature: no signing key")
+    text = text.rstrip("\n")
+    found = SIGNATURE.search(text)
+    if not found:
+        return "unsigned"
+    unsigned = text[:found.start()] + "}\n"
+    mine = hmac.new(key.encode("utf-8"), unsigned.encode("utf-8"), hashlib.sha256).hexdigest()
+    return "valid" if hmac.compare_digest(mine, found.group(1)) else "invalid"
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -103,4 +127,5 @@ class FilterModule:
             "age_encrypt": age_encrypt,
             "age_decrypt": age_decrypt,
             "app_secrets_compare": app_secrets_compare,
+            "backup_manifest_signature": backup_manifest_signature,
         }

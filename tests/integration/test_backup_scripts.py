@@ -34,6 +34,7 @@ from conftest import REPO, ChdbServer, pg
 
 SCRIPTS = REPO / "roles" / "backup_cron" / "files"
 PG_BIN = "/usr/lib/postgresql/15/bin"
+SIGNING_KEY = "the-backup-signing-key-of-these-tests-" + uuid.uuid4().hex
 
 SEED = """
 CREATE TABLE "_prisma_migrations" (id VARCHAR(36) PRIMARY KEY, checksum VARCHAR(64) NOT NULL, finished_at TIMESTAMPTZ,
@@ -95,6 +96,7 @@ def script_env(services, bucket_name, database="", namespace=None, **extra):
         "AWS_ACCESS_KEY_ID": services["LOCALENV_S3_ACCESS_KEY_ID"],
         "AWS_SECRET_ACCESS_KEY": services["LOCALENV_S3_SECRET_ACCESS_KEY"],
         "LANGFUSE_HEALTH_URL": health + (f"?localenv-namespace={namespace}" if namespace else ""),
+        "BACKUP_SIGNING_KEY": SIGNING_KEY,
     })
     env.update({k: str(v) for k, v in extra.items()})
     return env
@@ -552,3 +554,153 @@ def test_postgres_manifest_carries_the_app_secret_fingerprints(services, bucket,
     assert manifest(partial)["app_secrets"] is None and manifest(without)["app_secrets"] is None
     restored = sh("restore-postgres.sh", "run", env=script_env(services, name, database) | {"BACKUP_ID": with_them})
     assert "row counts equal the backup's (4 tables)" in restored.stderr
+
+
+# ---------------------------------------------------------------- Backups nobody can forge (issue 20)
+
+def resign(text, key=SIGNING_KEY):
+    """A manifest's text signed again under `key`, as backup-lib.sh's manifest_sign does."""
+    unsigned = re.sub(r', "signature": "hmac-sha256:[0-9a-f]{64}"\}\n?$', "}", text)
+    proc = subprocess.run(["bash", "-c", f"source {SCRIPTS / 'backup-lib.sh'}; manifest_sign"], input=unsigned, text=True,
+                          capture_output=True, env={"PATH": os.environ["PATH"], "BACKUP_SIGNING_KEY": key}, check=True)
+    return proc.stdout
+
+
+def planted_dump(services, tmp_path):
+    """A pg_dump an attacker made: a database of theirs, with a table of theirs."""
+    planted = f"planted_{uuid.uuid4().hex[:6]}"
+    with pg(services) as conn:
+        conn.execute(f'CREATE DATABASE "{planted}"')
+    try:
+        with pg(services, planted) as conn:
+            conn.execute("CREATE TABLE projects (id TEXT PRIMARY KEY, name TEXT NOT NULL); INSERT INTO projects VALUES ('p1', 'pwned')")
+        path = tmp_path / "planted.pgcustom"
+        subprocess.run([f"{PG_BIN}/pg_dump", "--format=custom", "--no-owner", "-f", str(path), planted], check=True,
+                       env={**os.environ, "PGHOST": "127.0.0.1", "PGPORT": services["LOCALENV_POSTGRES_PORT"], "PGUSER": "postgres",
+                            "PGPASSWORD": services["LOCALENV_POSTGRES_PASSWORD"]})
+        return path.read_bytes()
+    finally:
+        with pg(services) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{planted}" WITH (FORCE)')
+
+
+def test_a_forged_manifest_or_a_planted_dump_is_refused_naming_which(services, bucket, database, tmp_path):
+    """The attack of issue 20, by whoever can write to the bucket but holds no signing key: each refused, the
+    database untouched; then the same backup, put back as it was, restores."""
+    s3, name = bucket
+    env = script_env(services, name, database)
+    backup_id = sh("backup-postgres.sh", "run", env=env).stdout.strip()
+    prefix = f"langfuse-test/postgres/{backup_id}"
+    manifest = s3.get_object(Bucket=name, Key=f"{prefix}/manifest.json")["Body"].read().decode()
+    assert json.loads(manifest)["signature"].startswith("hmac-sha256:")
+    assert re.fullmatch(r"[0-9a-f]{64}", json.loads(manifest)["sha256"])
+    with pg(services, database) as conn:
+        conn.execute("UPDATE projects SET name = 'after the backup' WHERE id = 'p1'")
+        live = fingerprint(conn)
+
+    def restore_refused(words):
+        proc = sh("restore-postgres.sh", "run", env=env | {"BACKUP_ID": backup_id}, check=False)
+        said = " ".join(proc.stderr.split())
+        assert proc.returncode != 0 and words in said, proc.stderr[-2000:]
+        with pg(services, database) as conn:
+            assert fingerprint(conn) == live
+        return said
+
+    def put(key, body):
+        s3.put_object(Bucket=name, Key=f"{prefix}/{key}", Body=body)
+
+    # 1. The manifest edited (the Langfuse version it says it was made by), its signature kept.
+    edited = re.sub(r'"langfuse_version": "[^"]*"', '"langfuse_version": "3.0.0"', manifest)
+    assert edited != manifest
+    put("manifest.json", edited.encode())
+    restore_refused(f"the manifest of Postgres backup {backup_id} does not carry a valid signature under the backup signing key")
+    # 2. The manifest signed again with a key of the attacker's.
+    put("manifest.json", resign(manifest, "an attacker's own key, long enough anyway").encode())
+    restore_refused("does not carry a valid signature")
+    # 3. The signature left out: an unsigned manifest is refused unless accepted by name.
+    put("manifest.json", re.sub(r', "signature": "[^"]*"\}', "}", manifest).encode())
+    restore_refused(f"the manifest of Postgres backup {backup_id} is not signed")
+    # 4. The true manifest, a planted dump under it.
+    put("manifest.json", manifest.encode())
+    original = s3.get_object(Bucket=name, Key=f"{prefix}/dump.pgcustom")["Body"].read()
+    put("dump.pgcustom", planted_dump(services, tmp_path))
+    said = restore_refused(f"the dump of Postgres backup {backup_id} is not the object its signed manifest names")
+    # 5. The dump swapped between the ETag check and the download (signed here with the true key to step past the
+    # check): the stream's SHA-256 tells, and pg_restore, held before the archive's end, rolls back.
+    etag = s3.head_object(Bucket=name, Key=f"{prefix}/dump.pgcustom")["ETag"].strip('"')
+    put("manifest.json", resign(re.sub(r'"etag": "[^"]*"', f'"etag": "{etag}"', manifest)).encode())
+    swapped = restore_refused(f"the dump of Postgres backup {backup_id} streamed from the bucket is not the one its signed manifest names")
+    assert "pg_restore never got its end, so its transaction rolled back" in swapped
+
+    # The backup as it was restores, once the versions written over it are deleted (the bucket keeps versions; a copy of
+    # the original would get another ETag, and the refusal says so).
+    assert "deleting the versions above it" in said
+    for key in ("dump.pgcustom", "manifest.json"):
+        versions = s3.list_object_versions(Bucket=name, Prefix=f"{prefix}/{key}")["Versions"]
+        for version in sorted(versions, key=lambda v: v["LastModified"])[1:]:
+            s3.delete_object(Bucket=name, Key=f"{prefix}/{key}", VersionId=version["VersionId"])
+    assert s3.get_object(Bucket=name, Key=f"{prefix}/dump.pgcustom")["Body"].read() == original
+    sh("restore-postgres.sh", "run", env=env | {"BACKUP_ID": backup_id})
+    with pg(services, database) as conn:
+        assert conn.execute("SELECT name FROM projects WHERE id = 'p1'").fetchone()[0] == "Projekt 1 ✓"
+
+
+def test_an_unsigned_backup_restores_only_when_accepted_by_name(services, bucket, database):
+    s3, name = bucket
+    env = script_env(services, name, database)
+    backup_id = sh("backup-postgres.sh", "run", env=env).stdout.strip()
+    key = f"langfuse-test/postgres/{backup_id}/manifest.json"
+    manifest = s3.get_object(Bucket=name, Key=key)["Body"].read().decode()
+    s3.put_object(Bucket=name, Key=key, Body=re.sub(r', "signature": "[^"]*"\}', "}", manifest).encode())
+    with pg(services, database) as conn:
+        conn.execute("UPDATE projects SET name = 'after the backup' WHERE id = 'p1'")
+    refused = sh("restore-postgres.sh", "run", env=env, check=False)
+    assert refused.returncode != 0 and "is not signed" in refused.stderr
+    accepted = sh("restore-postgres.sh", "run", env=env | {"BACKUP_ACCEPT_UNSIGNED": "true"})
+    assert f"WARNING: the manifest of Postgres backup {backup_id} is not signed" in accepted.stderr
+    with pg(services, database) as conn:
+        assert conn.execute("SELECT name FROM projects WHERE id = 'p1'").fetchone()[0] == "Projekt 1 ✓"
+
+
+def test_a_clickhouse_backup_with_a_forged_base_or_index_is_refused(services, bucket, langfuse_db):
+    """RESTORE of an incremental reads its bases: each manifest of the chain and each .backup index is checked."""
+    chdb, (s3, name) = langfuse_db, bucket
+    env = ch_env(services, name, chdb.url, chdb.password, CLICKHOUSE_DATABASE="langfuse")
+    chdb.query(seed_traces(0, 100, "2026-09-01 00:00:00", 60), database="langfuse")
+    full = sh("backup-clickhouse.sh", "full", env=env).stdout.strip()
+    time.sleep(1.1)
+    chdb.query(seed_traces(100, 50, "2026-10-01 00:00:00", 60), database="langfuse")
+    incremental = sh("backup-clickhouse.sh", "incremental", env=env).stdout.strip()
+    chdb.query("INSERT INTO langfuse.schema_migrations VALUES (99, 0, 99)")
+    before = fingerprint_ch(chdb)
+    base_key = f"langfuse-test/clickhouse/{full}.json"
+    base_manifest = s3.get_object(Bucket=name, Key=base_key)["Body"].read()
+    index_key = f"langfuse-test/clickhouse/{full}/.backup"
+    index = s3.get_object(Bucket=name, Key=index_key)["Body"].read()
+
+    def refused(words):
+        proc = sh("restore-clickhouse.sh", "run", env=env | {"BACKUP_ID": incremental}, check=False)
+        assert proc.returncode != 0 and words in " ".join(proc.stderr.split()), proc.stderr[-2000:]
+        assert fingerprint_ch(chdb) == before
+
+    s3.put_object(Bucket=name, Key=base_key, Body=base_manifest.replace(b'"type": "full"', b'"type": "fulL"'))
+    refused(f"the manifest of ClickHouse backup {full} does not carry a valid signature")
+    s3.put_object(Bucket=name, Key=base_key, Body=base_manifest)
+    s3.put_object(Bucket=name, Key=index_key, Body=index + b"\n")
+    refused(f"the .backup index of ClickHouse backup {full} is not the object its signed manifest names")
+    s3.put_object(Bucket=name, Key=index_key, Body=index)
+    sh("restore-clickhouse.sh", "run", env=env | {"BACKUP_ID": incremental})
+    assert chdb.rows("SELECT count() FROM langfuse.traces")[0][0] in (150, "150")
+
+
+def test_a_clickhouse_manifest_naming_a_database_that_is_not_a_plain_name_is_refused(services, bucket, langfuse_db):
+    """Even signed (a key that leaked, a bug), a database name from a manifest never reaches SQL unchecked."""
+    chdb, (s3, name) = langfuse_db, bucket
+    env = ch_env(services, name, chdb.url, chdb.password, CLICKHOUSE_DATABASE="langfuse")
+    chdb.query(seed_traces(0, 10, "2026-09-01 00:00:00", 60), database="langfuse")
+    full = sh("backup-clickhouse.sh", "full", env=env).stdout.strip()
+    key = f"langfuse-test/clickhouse/{full}.json"
+    manifest = s3.get_object(Bucket=name, Key=key)["Body"].read().decode()
+    s3.put_object(Bucket=name, Key=key, Body=resign(manifest.replace('"database": "langfuse"', '"database": "x` AS y; --"')).encode())
+    proc = sh("restore-clickhouse.sh", "run", env=env, check=False)
+    assert proc.returncode != 0 and "names the database 'x` AS y; --', not a plain name" in proc.stderr

@@ -53,6 +53,7 @@ def overrides(namespace, services):
         "vault_langfuse_clickhouse_password": services["LOCALENV_CLICKHOUSE_PASSWORD"],
         "vault_langfuse_s3_access_key_id": services["LOCALENV_S3_ACCESS_KEY_ID"],
         "vault_langfuse_s3_secret_access_key": services["LOCALENV_S3_SECRET_ACCESS_KEY"],
+        "vault_langfuse_backup_signing_key": services["LOCALENV_BACKUP_SIGNING_KEY"],
     }
 
 

@@ -23,6 +23,7 @@ from pyrage import x25519
 
 from conftest import (BACKUP_BUCKET, BackgroundPlaybook, Watch, ch, installed_release, kubectl, migrated_databases, pg, playbook,
                       restore_job_running, run, wait_for)
+from test_backup_scripts import resign
 from test_install import recap
 from test_job_runner import LOGS_ANNOTATION, leaked_into_arguments, secret_values, started_programs
 
@@ -147,7 +148,8 @@ def installed(cluster, services):
             s3.put_object(Bucket=buckets["events"], Key="events/trace-1.json", Body=b"v2")
             s3.put_object(Bucket=buckets["events"], Key="events/trace-2.json", Body=b"new")
             s3.delete_object(Bucket=buckets["media"], Key="media/image.png")
-            yield {"namespace": namespace, "buckets": buckets, "postgres": postgres, "clickhouse": clickhouse, "s3": s3,
+            yield {"signing_key": services["LOCALENV_BACKUP_SIGNING_KEY"],
+                   "namespace": namespace, "buckets": buckets, "postgres": postgres, "clickhouse": clickhouse, "s3": s3,
                    "database": database, "variables": variables, "figures": before, "backup_seconds": backup_seconds}
 
 
@@ -214,8 +216,10 @@ def test_a_backup_from_a_newer_langfuse_is_refused(installed):
     s3, prefix = installed["s3"], f"{installed['namespace']}/postgres"
     manifest = json.loads(body(s3, BACKUP_BUCKET, f"{prefix}/{installed['postgres']}/manifest.json"))
     newer = installed["postgres"][:-3] + "59Z"  # same minute: still within the ClickHouse backup's skew
+    # Signed with the key, as a backup by a newer Langfuse would be.
     s3.put_object(Bucket=BACKUP_BUCKET, Key=f"{prefix}/{newer}/manifest.json",
-                  Body=json.dumps(manifest | {"id": newer, "langfuse_version": "4.999.0"}).encode())
+                  Body=resign(json.dumps(manifest | {"id": newer, "langfuse_version": "4.999.0"}),
+                              installed["signing_key"]).encode())
     try:
         proc = restore(installed, restore_confirm=installed["namespace"], restore_postgres_backup=newer)
     finally:
@@ -224,6 +228,32 @@ def test_a_backup_from_a_newer_langfuse_is_refused(installed):
     text = " ".join(proc.stdout.split())
     assert "taken by Langfuse 4.999.0" in text and "newer than the deployed 4.16.0" in text and "Nothing was changed" in text
     assert restore_jobs(installed["namespace"]) == []
+
+
+def test_a_forged_or_unsigned_manifest_is_refused_before_anything_changes(installed):
+    """Issue 20's forged backup, by whoever can write to the bucket without the signing key: the plan refuses it,
+    naming the manifest, before web and worker are touched."""
+    s3, key = installed["s3"], f"{installed['namespace']}/postgres/{installed['postgres']}/manifest.json"
+    original = body(s3, BACKUP_BUCKET, key)
+    before = replicas(installed["namespace"])
+    try:
+        s3.put_object(Bucket=BACKUP_BUCKET, Key=key, Body=original.replace('"format": "pg_dump custom"', '"format": "pg_dump Custom"').encode())
+        forged = restore(installed, restore_confirm=installed["namespace"])
+        text = " ".join(forged.stdout.split())
+        assert forged.returncode != 0
+        assert (f"These manifests do NOT carry a valid signature under the backup signing key: postgres/{installed['postgres']}/manifest.json"
+                in text), forged.stdout[-3000:]
+        assert "Nothing was changed" in text
+        s3.put_object(Bucket=BACKUP_BUCKET, Key=key, Body=json.dumps({k: v for k, v in json.loads(original).items() if k != "signature"}).encode())
+        unsigned = restore(installed, restore_confirm=installed["namespace"])
+        text = " ".join(unsigned.stdout.split())
+        assert unsigned.returncode != 0
+        assert "These manifests carry no signature" in text and f"-e restore_confirm_unsigned_backup={installed['namespace']}" in text
+    finally:
+        s3.put_object(Bucket=BACKUP_BUCKET, Key=key, Body=original.encode())
+    assert replicas(installed["namespace"]) == before
+    assert restore_jobs(installed["namespace"]) == []
+    assert installed["signing_key"] not in forged.stdout + unsigned.stdout
 
 
 def test_confirmed_restore_scales_down_restores_and_scales_back(installed, services):

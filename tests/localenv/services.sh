@@ -255,6 +255,7 @@ up() {
   "$LOCALENV_DIR/system-packages.sh"
   write_env_file
   add_env_setting LOCALENV_CHDB_HTTP_PORT "$LOCALENV_CHDB_HTTP_PORT"
+  add_env_setting LOCALENV_BACKUP_SIGNING_KEY "$(random_password)$(random_password)"
   write_age_key_pair
   # shellcheck source=/dev/null
   set -a; . "$ENV_FILE"; set +a

@@ -27,7 +27,7 @@ SERVICES_ENV = {
     "LOCALENV_S3_ACCESS_KEY_ID": "unit-key", "LOCALENV_S3_SECRET_ACCESS_KEY": "unit-secret",
     "LOCALENV_POSTGRES_PASSWORD": "unitpassword1", "LOCALENV_REDIS_PASSWORD": "unitpassword2",
     "LOCALENV_CLICKHOUSE_PASSWORD": "unitpassword3", "LOCALENV_AGE_RECIPIENT": "age1" + "q" * 58,
-    "LOCALENV_AGE_IDENTITY_FILE": "/nonexistent",
+    "LOCALENV_AGE_IDENTITY_FILE": "/nonexistent", "LOCALENV_BACKUP_SIGNING_KEY": "unit-signing-key-" + "k" * 32,
 }
 LOCAL_CREDENTIALS = {
     "postgres": {"source": "vault", "secret_name": "langfuse-postgres", "values": {"password": "okpassword1"}},
@@ -35,6 +35,7 @@ LOCAL_CREDENTIALS = {
     "clickhouse": {"source": "vault", "secret_name": "langfuse-clickhouse", "values": {"password": "okpassword3"}},
     "s3": {"source": "vault", "secret_name": "langfuse-s3", "values": {"access-key-id": "a", "secret-access-key": "b"}},
     "backup_s3": {"source": "vault", "secret_name": "langfuse-backup-s3", "values": {"access-key-id": "c", "secret-access-key": "d"}},
+    "backup_signing": {"source": "vault", "secret_name": "langfuse-backup-signing", "values": {"key": "s" * 64}},
 }
 INGRESS = {"enabled": True, "class_name": "nginx", "cluster_issuer": "", "tls_secret_name": "t", "body_size": "1m",
            "timeout_seconds": 60}
@@ -371,6 +372,15 @@ CASES = {
     "backup-without-its-own-key": ({"namespace_secrets_credentials": {k: v for k, v in LOCAL_CREDENTIALS.items() if k != "backup_s3"}},
                                    ["backup_cron_s3_secret_name is \"langfuse-backup-s3\", which no namespace_secrets_credentials entry",
                                     "(backup_s3 writes \"none\")"]),
+    # Issue 20: backups nobody can forge: signed with a key of their own, long enough not to be guessed.
+    "backup-without-signing-key": ({"namespace_secrets_credentials": {k: v for k, v in LOCAL_CREDENTIALS.items() if k != "backup_signing"}},
+                                   ["No key to sign the backups with: namespace_secrets_credentials has no backup_signing entry",
+                                    "plant a manifest, a dump or an app-secrets file", "openssl rand -hex 32"]),
+    "backup-signing-key-short": (credentials("backup_signing", values={"key": "short"}),
+                                 ["namespace_secrets_credentials.backup_signing.values.key is shorter than 32 characters"]),
+    "backup-signing-secret-elsewhere": ({"backup_cron_signing_secret_name": "my-key"},
+                                        ["backup_cron_signing_secret_name is \"my-key\", which no namespace_secrets_credentials entry writes",
+                                         "(backup_signing writes \"langfuse-backup-signing\")"]),
     # Issue 20: who may reach web is named, never guessed; every peer is a NetworkPolicy peer; CIDRs are CIDRs.
     "network-web-from-unknown-controller": ({"network_policy_web_from": []},
                                             ["network_policy_web_from is empty", "Gateway controller other",

@@ -71,6 +71,94 @@ app_secrets_json() {
   printf '{%s}' "$out"
 }
 
+# ---- Signed manifests ----
+# A manifest carries an HMAC-SHA256 of its own text under BACKUP_SIGNING_KEY (a Secret only the backup and restore
+# Jobs read), as its last field: whoever can write to the bucket but holds no key cannot make a manifest a restore
+# accepts, and a manifest names the exact objects (their ETags) a restore then reads. age, which encrypts the app
+# secrets, is for secrecy only: anyone may encrypt to a public recipient. Built from sha256sum and bash's printf
+# (the backup images have no openssl and no Python on PATH); the key never reaches a command line.
+hmac_sha256() {
+  need BACKUP_SIGNING_KEY
+  local key i byte ipad="" opad="" inner
+  key=$(printf '%s' "$BACKUP_SIGNING_KEY" | od -An -v -tx1 | tr -d ' \n')
+  [ "${#key}" -le 128 ] || key=$(printf '%s' "$BACKUP_SIGNING_KEY" | sha256sum | cut -c1-64)
+  while [ "${#key}" -lt 128 ]; do key+=00; done
+  for ((i = 0; i < 128; i += 2)); do
+    byte=$((16#${key:i:2}))
+    printf -v ipad '%s\\x%02x' "$ipad" $((byte ^ 0x36))
+    printf -v opad '%s\\x%02x' "$opad" $((byte ^ 0x5c))
+  done
+  inner=$({ printf '%b' "$ipad"; cat; } | sha256sum | cut -c1-64)
+  # shellcheck disable=SC2001  # bash 4 (the aws-cli image's) has no & in ${var//pattern/replacement}
+  { printf '%b' "$opad"; printf '%b' "$(sed 's/../\\x&/g' <<<"$inner")"; } | sha256sum | cut -c1-64
+}
+
+SIGNATURE_FIELD=', "signature": "hmac-sha256:'
+# stdin: a manifest (JSON, ending in }); stdout: the same with its signature as the last field.
+manifest_sign() {
+  local text signature
+  text=$(cat)
+  [[ $text == *\} ]] || die "manifest_sign: not a JSON object"
+  signature=$(printf '%s\n' "$text" | hmac_sha256)
+  printf '%s%s%s"}\n' "${text%\}}" "$SIGNATURE_FIELD" "$signature"
+}
+
+# manifest_verify <file> <what>: succeeds when the manifest's signature is the key's; else dies naming <what>.
+# An unsigned manifest (made before backups were signed) passes only with BACKUP_ACCEPT_UNSIGNED=true.
+manifest_verify() {
+  local file=$1 what=$2 text signature unsigned
+  text=$(cat "$file")
+  signature=$(sed -n '$s/.*, "signature": "hmac-sha256:\([0-9a-f]\{64\}\)"}$/\1/p' "$file")
+  if [ -z "$signature" ]; then
+    [ "${BACKUP_ACCEPT_UNSIGNED:-false}" = true ] || die "$what is not signed (made before backups were signed, or \
+written by someone without the signing key): refusing it. Nothing was restored."
+    log "WARNING: $what is not signed; restoring it as confirmed"
+    return 0
+  fi
+  unsigned=${text%"$SIGNATURE_FIELD$signature\"}"}\}
+  [ "$(printf '%s\n' "$unsigned" | hmac_sha256)" = "$signature" ] || die "$what does not carry a valid signature under \
+the backup signing key: it was changed or written by someone else, or the key is not the one it was signed with. Nothing was restored."
+}
+
+# manifest_field <file> <name>: a string field of a manifest (its values never hold a quote).
+manifest_field() { sed -n 's/.*"'"$2"'": "\([^"]*\)".*/\1/p' "$1" | head -n1; }
+
+# The key of an object of the bucket (s3_base without s3://bucket/).
+s3_key() { printf '%s%s' "${S3_PREFIX:+${S3_PREFIX%/}/}" "$1"; }
+
+# The ETag S3 gives an object: S3 computes it, so no one can make another content with the ETag a manifest names.
+# Without its quotes: a manifest's strings hold none.
+s3_etag() {
+  local etag
+  etag=$(s3 s3api head-object --bucket "$S3_BUCKET" --key "$(s3_key "$1")" --query ETag --output text) || return 1
+  printf '%s\n' "${etag//\"/}"
+}
+
+# Fails unless <kind>/<object> still has the ETag its signed manifest recorded; <what> names it in the refusal.
+s3_check_etag() {
+  local object=$1 want=$2 what=$3 have
+  [ -n "$want" ] || { [ "${BACKUP_ACCEPT_UNSIGNED:-false}" = true ] && return 0; die "$what: its manifest records no ETag"; }
+  have=$(s3_etag "$object" 2>&1) || die "$what: $have"
+  [ "$have" = "$want" ] || die "$what is not the object its signed manifest names (ETag $have, the manifest's $want): \
+it was replaced after the backup. The backup bucket keeps versions: if the original is a noncurrent version of \
+s3://$S3_BUCKET/$(s3_key "$object"), deleting the versions above it (aws s3api list-object-versions, then delete-object \
+--version-id) makes it current again with its own ETag; a copy of it would get another. Nothing was restored."
+}
+
+# stdin to stdout, its SHA-256 (hex) written to <file> once the stream ended (wait_for_file <file> to read it).
+sha256_tee() { tee >(sha256sum | cut -c1-64 >"$1.tmp" && mv "$1.tmp" "$1"); }
+wait_for_file() {
+  local waited=0
+  until [ -s "$1" ]; do
+    [ "$waited" -lt 600 ] || die "$1 never appeared"
+    sleep 0.1; waited=$((waited + 1))
+  done
+}
+
+# A ClickHouse identifier in backquotes, whatever it holds.
+# shellcheck disable=SC2016  # the backquotes are the output
+ch_ident() { local name=${1//\\/\\\\}; printf '`%s`' "${name//\`/\\\`}"; }
+
 # shellcheck disable=SC2034  # used by the scripts that source this file
 # Exact row counts of every table, as JSON ordered by name; the same query on both sides of a restore.
 COUNT_SQL="SELECT coalesce(json_object_agg(t.schemaname || '.' || t.tablename,

@@ -14,7 +14,7 @@
 # S3_BUCKET [S3_PREFIX] [S3_ENDPOINT] [S3_FORCE_PATH_STYLE] AWS_REGION and
 # credentials (the AWS CLI's); [BACKUP_KEEP=14] [STREAM_DIR=/stream]
 # [LANGFUSE_HEALTH_URL] [S3_EXPECTED_SIZE] [APP_FINGERPRINTS_DIR: the app secrets'
-# fingerprints, recorded in the manifest].
+# fingerprints, recorded in the manifest]; BACKUP_SIGNING_KEY signs the manifest, which names the dump's ETag.
 source "$(dirname "$0")/backup-lib.sh"
 
 STREAM_DIR=${STREAM_DIR:-/stream}
@@ -61,7 +61,8 @@ upload() {
   base=$(s3_base postgres)/$id
   key=$base/dump.pgcustom
   log "streaming the dump to $key"
-  if ! s3 s3 cp --only-show-errors - "$key" --expected-size "${S3_EXPECTED_SIZE:-107374182400}" <"$FIFO"; then
+  if ! sha256_tee "$STREAM_DIR/dump.sha256" <"$FIFO" \
+      | s3 s3 cp --only-show-errors - "$key" --expected-size "${S3_EXPECTED_SIZE:-107374182400}"; then
     s3 s3 rm --only-show-errors "$key" >/dev/null 2>&1 || true
     die "upload to $key failed"
   fi
@@ -76,13 +77,16 @@ upload() {
   fi
   bytes=$(s3 s3 ls "$key" | awk '{print $3}')
   [ "${bytes:-0}" -gt 0 ] || die "the uploaded dump $key is empty"
-  local meta
+  local meta etag
   meta=$(cat "$STREAM_DIR/meta.json")
-  printf '{"kind": "postgres", "id": "%s", "format": "pg_dump custom", "object": "dump.pgcustom", "bytes": %s,
- "started_at": "%s", "completed_at": "%s", "langfuse_version": %s, "app_secrets": %s, %s\n' \
-    "$id" "$bytes" "$started" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(json_string "$(langfuse_version)")" "$(app_secrets_json)" \
-    "${meta#\{}" \
-    | s3 s3 cp --only-show-errors - "$base/manifest.json" --content-type application/json
+  etag=$(s3_etag "postgres/$id/dump.pgcustom") || die "cannot read the ETag of $key"
+  wait_for_file "$STREAM_DIR/dump.sha256"
+  printf '{"kind": "postgres", "id": "%s", "format": "pg_dump custom", "object": "dump.pgcustom", "bytes": %s, "etag": %s,
+ "sha256": "%s", "started_at": "%s", "completed_at": "%s", "langfuse_version": %s, "app_secrets": %s, %s\n' \
+    "$id" "$bytes" "$(json_string "$etag")" "$(cat "$STREAM_DIR/dump.sha256")" "$started" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    "$(json_string "$(langfuse_version)")" \
+    "$(app_secrets_json)" "${meta#\{}" \
+    | manifest_sign | s3 s3 cp --only-show-errors - "$base/manifest.json" --content-type application/json
   log "backup $id complete: $bytes bytes"
   retention
   echo "$id"

@@ -9,7 +9,9 @@
 #   restore-postgres.sh latest     print the newest complete backup ID
 #
 # BACKUP_ID names the backup (a folder under <prefix>/postgres/); "latest" or
-# empty: the newest complete one. Other environment as backup-postgres.sh.
+# empty: the newest complete one. Its manifest must carry a valid signature under
+# BACKUP_SIGNING_KEY (unsigned: only with BACKUP_ACCEPT_UNSIGNED=true) and its
+# dump the ETag the manifest names. Other environment as backup-postgres.sh.
 source "$(dirname "$0")/backup-lib.sh"
 
 STREAM_DIR=${STREAM_DIR:-/stream}
@@ -27,6 +29,7 @@ latest() {
 chosen() {
   local id=${BACKUP_ID:-latest}
   [ "$id" != latest ] || id=$(latest)
+  [[ $id =~ ^[0-9]{8}T[0-9]{6}Z$ ]] || die "BACKUP_ID must be latest or a backup ID like 20261126T021500Z; is '$id'"
   s3_exists "$(s3_base postgres)/$id/manifest.json" || die "backup $id has no manifest under $(s3_base postgres)/: incomplete or absent"
   echo "$id"
 }
@@ -38,10 +41,37 @@ download() {
   DOWNLOAD_RC=1 OPENED=false
   trap 'echo "$DOWNLOAD_RC" >"$STREAM_DIR/download.rc"; $OPENED || : >"$FIFO"' EXIT
   id=$(chosen)
-  s3 s3 cp --only-show-errors "$(s3_base postgres)/$id/manifest.json" "$STREAM_DIR/manifest.json"
+  # Checked before the restore half sees it: the manifest by its signature (and that it is this backup's), the dump
+  # by the ETag the manifest names; the download itself asks S3 for that ETag, so a dump swapped meanwhile fails it.
+  s3 s3 cp --only-show-errors "$(s3_base postgres)/$id/manifest.json" "$STREAM_DIR/manifest.unchecked"
+  manifest_verify "$STREAM_DIR/manifest.unchecked" "the manifest of Postgres backup $id"
+  [ "$(manifest_field "$STREAM_DIR/manifest.unchecked" id)" = "$id" ] \
+    || die "the manifest of Postgres backup $id describes backup '$(manifest_field "$STREAM_DIR/manifest.unchecked" id)': refusing it"
+  local sha bytes
+  s3_check_etag "postgres/$id/dump.pgcustom" "$(manifest_field "$STREAM_DIR/manifest.unchecked" etag)" "the dump of Postgres backup $id"
+  sha=$(manifest_field "$STREAM_DIR/manifest.unchecked" sha256)
+  bytes=$(sed -n 's/.*"bytes": \([0-9]*\).*/\1/p' "$STREAM_DIR/manifest.unchecked" | head -n1)
+  mv "$STREAM_DIR/manifest.unchecked" "$STREAM_DIR/manifest.json"
   log "streaming backup $id from $(s3_base postgres)/$id/"
+  exec 3>"$FIFO"
   OPENED=true
-  s3 s3 cp --only-show-errors "$(s3_base postgres)/$id/dump.pgcustom" - >"$FIFO" || die "download of backup $id failed"
+  if [ -z "$sha" ]; then  # unsigned, accepted: nothing to check the stream against
+    s3 s3 cp --only-show-errors "$(s3_base postgres)/$id/dump.pgcustom" - >&3 || die "download of backup $id failed"
+  else
+    # A dump swapped after the ETag check above: its SHA-256 is not the manifest's. The last 64 KiB are held back
+    # until that is known, so pg_restore, which reads the whole archive before it commits, gets them only if it matches;
+    # otherwise it meets a cut archive and rolls its one transaction back.
+    local held=$((bytes > 65536 ? bytes - 65536 : 0))
+    rm -f "$STREAM_DIR/download.sha256"
+    s3 s3 cp --only-show-errors "$(s3_base postgres)/$id/dump.pgcustom" - | sha256_tee "$STREAM_DIR/download.sha256" \
+      | { head -c "$held" >&3; cat >"$STREAM_DIR/tail"; } || die "download of backup $id failed"
+    wait_for_file "$STREAM_DIR/download.sha256"
+    [ "$(cat "$STREAM_DIR/download.sha256")" = "$sha" ] || die "the dump of Postgres backup $id streamed from the bucket is not \
+the one its signed manifest names (SHA-256 $(cat "$STREAM_DIR/download.sha256"), the manifest's $sha): it was replaced during \
+the restore. pg_restore never got its end, so its transaction rolled back. Nothing was restored."
+    cat "$STREAM_DIR/tail" >&3
+  fi
+  exec 3>&-
   DOWNLOAD_RC=0
 }
 
@@ -58,7 +88,7 @@ restore() {
   # added would survive and break the next migration run. Refuse before touching anything.
   local extra
   extra=$(psql -X -At -v ON_ERROR_STOP=1 -c "$TABLES_SQL" | while read -r table; do
-    grep -q "\"$table\"" "$STREAM_DIR/manifest.json" || echo "$table"; done)
+    grep -qF "\"$table\"" "$STREAM_DIR/manifest.json" || echo "$table"; done)
   if [ -n "$extra" ]; then
     : <"$FIFO"
     die "tables not in the backup exist in $PGDATABASE: $(tr '\n' ' ' <<<"$extra"). They come from a newer schema than the backup's;
