@@ -63,7 +63,10 @@ def _major(tag):
 
 
 def _image_tag(image):
-    return image.rsplit(":", 1)[-1] if ":" in image else image
+    """The tag of name[:port]/path:tag[@sha256:...]; a digest after it is not the version."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.rsplit(":", 1)[-1] if ":" in last else ""
 
 
 def v4_deployed_phase(manifest, fullname):

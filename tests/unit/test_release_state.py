@@ -175,3 +175,12 @@ def test_unfinished_jobs_are_those_with_no_final_condition():
             {"metadata": {"name": "no-status"}}]
     assert unfinished_jobs(jobs) == ["no-status", "not-yet-failed", "running", "suspended"]
     assert unfinished_jobs([]) == [] and unfinished_jobs(None) == []
+
+
+@pytest.mark.parametrize("tag, version", [
+    ("3.225.4", "3.225.4"),
+    ("3.225.4@sha256:" + "ab" * 32, "3.225.4"),  # pinned by digest: the digest is not the version
+])
+def test_the_deployed_version_is_the_tag_without_a_digest(tag, version):
+    state = v4_deployed_phase(manifest(tag, tag), "langfuse")
+    assert (state["web"], state["worker"], state["phase"]) == (version, version, "v3")
