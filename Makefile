@@ -69,9 +69,10 @@ sanity: venv
 	$(LOCALENV)/system-packages.sh
 	tests/run-sanity.sh
 
-# The fast tier: no cluster, on every core (one file per worker, as the files share their fixtures).
-unit: venv
-	tests/pytest.sh tests/unit -n auto --dist loadfile
+# The fast tier, no cluster: the unit tests on every core and, beside them, the tests that need only the local data
+# services (tests/run-unit.sh says why there).
+unit: services-up
+	tests/run-unit.sh
 
 # CI's tier of the integration tests; integration-full adds the ones tests/integration/groups.py keeps for it.
 integration: localenv-up

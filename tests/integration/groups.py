@@ -12,20 +12,26 @@ The split balances the groups' time (of CI's tier), since the slower one is the 
 holds the upgrades and the tests that make no release, "installs" the installs (the official ClickHouse
 operator's too), the backup Jobs and the restores. A test file missing here fails the collection, so none is left out.
 
-`python tests/integration/groups.py` prints the group names.
+"services" holds the files that need the local data services but no cluster (the backup scripts, the S3
+point-in-time module): they belong to the fast tier, and tests/run-unit.sh runs them beside the unit tests (whose
+longest file keeps one core busy while the other is idle), not in the integration stage.
+
+`python tests/integration/groups.py` prints the names of the groups that need the cluster; `--no-cluster` the others.
 """
+
+NO_CLUSTER = {"services"}
 
 GROUPS = {
     "test_upgrade.py": "upgrades",
     "test_upgrade_v4.py": "upgrades",
     "test_v4_phases.py": "upgrades",
-    "test_backup_scripts.py": "upgrades",
+    "test_backup_scripts.py": "services",
     "test_install_migration_gate.py": "upgrades",
     "test_install_refuses_bad_inputs.py": "upgrades",
     "test_localenv.py": "upgrades",
     "test_maintenance_window.py": "upgrades",
     "test_migration_status.py": "upgrades",
-    "test_s3_point_in_time.py": "upgrades",
+    "test_s3_point_in_time.py": "services",
     "test_standin_altinity.py": "upgrades",
     "test_app_secret_loss.py": "installs",
     "test_backup_jobs.py": "installs",
@@ -85,4 +91,6 @@ FULL_TIER_ONLY = {
 }
 
 if __name__ == "__main__":
-    print(" ".join(sorted(set(GROUPS.values()))))
+    import sys
+    names = sorted(set(GROUPS.values()))
+    print(" ".join(n for n in names if (n in NO_CLUSTER) == ("--no-cluster" in sys.argv[1:])))
