@@ -303,11 +303,19 @@ def main():
     parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1; 0 = a free one (printed)")
     parser.add_argument("--path", help="chDB data directory (default: a temporary one, removed on exit)")
     parser.add_argument("--user", default="default")
+    parser.add_argument("--query-log", action="store_true",
+                        help="record every query in system.query_log, as a server does (the tests look there for leaked secrets)")
     args = parser.parse_args()
     password = os.environ.get("CHDB_HTTP_PASSWORD", "")
     path = args.path or tempfile.mkdtemp(prefix="chdb-http-")
     os.makedirs(path, exist_ok=True)
-    engine = Engine(path)
+    if args.query_log:
+        config = os.path.join(path, "query-log.xml")
+        with open(config, "w", encoding="utf-8") as out:
+            out.write("<clickhouse><query_log><database>system</database><table>query_log</table></query_log></clickhouse>\n")
+        engine = Engine(f"{path}?config-file={config}")
+    else:
+        engine = Engine(path)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(engine, args.user, password))
     server.daemon_threads = True
     stopping = threading.Event()

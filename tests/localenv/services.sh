@@ -168,7 +168,8 @@ XML
   wait_for_port "$LOCALENV_CLICKHOUSE_HTTP_PORT" "ClickHouse HTTP" 300
 }
 
-# ClickHouse 26: chDB behind ClickHouse's HTTP interface (chdb_http.py), same user and password as the 18.16 server.
+# ClickHouse 26: chDB behind ClickHouse's HTTP interface (chdb_http.py), same user and password as the 18.16 server,
+# recording its queries in system.query_log as a server does (the leak checks read it).
 start_chdb() {
   local pid="$SVC/chdb.pid"
   pid_alive "$pid" && { log "clickhouse 26 (chDB): running"; return; }
@@ -176,7 +177,7 @@ start_chdb() {
   [ -x "$LOCALENV_VENV/bin/python" ] || die "the venv is missing ($LOCALENV_VENV): run 'make venv' first"
   log "clickhouse 26 (chDB): starting on 127.0.0.1:$LOCALENV_CHDB_HTTP_PORT (http)"
   CHDB_HTTP_PASSWORD=$LOCALENV_CLICKHOUSE_PASSWORD nohup "$LOCALENV_VENV/bin/python" "$LOCALENV_DIR/chdb_http.py" \
-    --port "$LOCALENV_CHDB_HTTP_PORT" --path "$SVC/chdb" >"$SVC/chdb.out" 2>"$SVC/chdb.log" &
+    --port "$LOCALENV_CHDB_HTTP_PORT" --path "$SVC/chdb" --query-log >"$SVC/chdb.out" 2>"$SVC/chdb.log" &
   echo $! >"$pid"
   wait_for_port "$LOCALENV_CHDB_HTTP_PORT" "ClickHouse 26 (chDB)" 600
 }
