@@ -34,7 +34,6 @@ from conftest import REPO, ChdbServer, pg
 
 SCRIPTS = REPO / "roles" / "backup_cron" / "files"
 PG_BIN = "/usr/lib/postgresql/15/bin"
-SIGNING_KEY = "the-backup-signing-key-of-these-tests-" + uuid.uuid4().hex
 
 SEED = """
 CREATE TABLE "_prisma_migrations" (id VARCHAR(36) PRIMARY KEY, checksum VARCHAR(64) NOT NULL, finished_at TIMESTAMPTZ,
@@ -96,7 +95,8 @@ def script_env(services, bucket_name, database="", namespace=None, **extra):
         "AWS_ACCESS_KEY_ID": services["LOCALENV_S3_ACCESS_KEY_ID"],
         "AWS_SECRET_ACCESS_KEY": services["LOCALENV_S3_SECRET_ACCESS_KEY"],
         "LANGFUSE_HEALTH_URL": health + (f"?localenv-namespace={namespace}" if namespace else ""),
-        "BACKUP_SIGNING_KEY": SIGNING_KEY,
+        # The local inventory's key, so that a backup made here is one its playbooks accept, as a CronJob's would be.
+        "BACKUP_SIGNING_KEY": services["LOCALENV_BACKUP_SIGNING_KEY"],
     })
     env.update({k: str(v) for k, v in extra.items()})
     return env
@@ -558,7 +558,7 @@ def test_postgres_manifest_carries_the_app_secret_fingerprints(services, bucket,
 
 # ---------------------------------------------------------------- Backups nobody can forge (issue 20)
 
-def resign(text, key=SIGNING_KEY):
+def resign(text, key):
     """A manifest's text signed again under `key`, as backup-lib.sh's manifest_sign does."""
     unsigned = re.sub(r', "signature": "hmac-sha256:[0-9a-f]{64}"\}\n?$', "}", text)
     proc = subprocess.run(["bash", "-c", f"source {SCRIPTS / 'backup-lib.sh'}; manifest_sign"], input=unsigned, text=True,
@@ -628,7 +628,7 @@ def test_a_forged_manifest_or_a_planted_dump_is_refused_naming_which(services, b
     # 5. The dump swapped between the ETag check and the download (signed here with the true key to step past the
     # check): the stream's SHA-256 tells, and pg_restore, held before the archive's end, rolls back.
     etag = s3.head_object(Bucket=name, Key=f"{prefix}/dump.pgcustom")["ETag"].strip('"')
-    put("manifest.json", resign(re.sub(r'"etag": "[^"]*"', f'"etag": "{etag}"', manifest)).encode())
+    put("manifest.json", resign(re.sub(r'"etag": "[^"]*"', f'"etag": "{etag}"', manifest), env["BACKUP_SIGNING_KEY"]).encode())
     swapped = restore_refused(f"the dump of Postgres backup {backup_id} streamed from the bucket is not the one its signed manifest names")
     assert "pg_restore never got its end, so its transaction rolled back" in swapped
 
@@ -701,6 +701,7 @@ def test_a_clickhouse_manifest_naming_a_database_that_is_not_a_plain_name_is_ref
     full = sh("backup-clickhouse.sh", "full", env=env).stdout.strip()
     key = f"langfuse-test/clickhouse/{full}.json"
     manifest = s3.get_object(Bucket=name, Key=key)["Body"].read().decode()
-    s3.put_object(Bucket=name, Key=key, Body=resign(manifest.replace('"database": "langfuse"', '"database": "x` AS y; --"')).encode())
+    forged = manifest.replace('"database": "langfuse"', '"database": "x` AS y; --"')
+    s3.put_object(Bucket=name, Key=key, Body=resign(forged, env["BACKUP_SIGNING_KEY"]).encode())
     proc = sh("restore-clickhouse.sh", "run", env=env, check=False)
     assert proc.returncode != 0 and "names the database 'x` AS y; --', not a plain name" in proc.stderr
