@@ -19,7 +19,7 @@
 source "$(dirname "$0")/backup-lib.sh"
 
 DB=${CLICKHOUSE_DATABASE:-default}
-[[ $DB =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "CLICKHOUSE_DATABASE must be a plain name (letters, digits, _); is '$DB'"
+plain_name "$DB" "CLICKHOUSE_DATABASE must be a plain name (letters, digits, _); is '$DB'"
 
 backup() {
   need S3_BUCKET

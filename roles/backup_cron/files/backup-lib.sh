@@ -103,10 +103,14 @@ manifest_sign() {
   printf '%s%s%s"}\n' "${text%\}}" "$SIGNATURE_FIELD" "$signature"
 }
 
-# manifest_verify <file> <what>: succeeds when the manifest's signature is the key's; else dies naming <what>.
-# An unsigned manifest (made before backups were signed) passes only with BACKUP_ACCEPT_UNSIGNED=true.
+# manifest_verify <file> <what> [<id> [<chain>]]: succeeds when the manifest's signature is the key's and (given <id>)
+# it describes backup <id> (of <chain>); else dies naming <what>. An unsigned manifest (made before backups were signed) passes only
+# with BACKUP_ACCEPT_UNSIGNED=true.
 manifest_verify() {
-  local file=$1 what=$2 text signature unsigned
+  local file=$1 what=$2 id=${3:-} chain=${4:-} text signature unsigned
+  if [ -n "$id" ] && { [ "$(manifest_field "$file" id)" != "$id" ] || [ "$(manifest_field "$file" chain)" != "$chain" ]; }; then
+    die "$what describes another backup ($(manifest_field "$file" chain)${chain:+/}$(manifest_field "$file" id)): refusing it"
+  fi
   text=$(cat "$file")
   signature=$(sed -n '$s/.*, "signature": "hmac-sha256:\([0-9a-f]\{64\}\)"}$/\1/p' "$file")
   if [ -z "$signature" ]; then
@@ -154,6 +158,10 @@ wait_for_file() {
     sleep 0.1; waited=$((waited + 1))
   done
 }
+
+# plain_name <name> <refusal>: dies with <refusal> unless <name> is a plain SQL name (letters, digits, _), so that it
+# may reach SQL as it is.
+plain_name() { [[ $1 =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "$2"; }
 
 # A ClickHouse identifier in backquotes, whatever it holds.
 # shellcheck disable=SC2016  # the backquotes are the output

@@ -15,8 +15,7 @@
 source "$(dirname "$0")/backup-lib.sh"
 
 DB=${CLICKHOUSE_DATABASE:-default}
-NAME_RE='^[A-Za-z_][A-Za-z0-9_]*$'
-[[ $DB =~ $NAME_RE ]] || die "CLICKHOUSE_DATABASE must be a plain name (letters, digits, _); is '$DB'"
+plain_name "$DB" "CLICKHOUSE_DATABASE must be a plain name (letters, digits, _); is '$DB'"
 
 latest() {
   local newest
@@ -30,15 +29,11 @@ latest() {
 # The manifests checked are kept in $CHECKED; the restore reads them from there, never again from the bucket.
 CHECKED=$(mktemp -d)
 verify_chain() {
-  local backup=$1 chain=${1%%/*} id file base
+  local backup=$1 chain=${1%%/*} file base
   while [ -n "$backup" ]; do
-    id=${backup#*/}
     file=$CHECKED/${backup//\//_}.json
     s3 s3 cp --only-show-errors "$(s3_base clickhouse)/$backup.json" "$file" || die "backup $backup has no manifest"
-    manifest_verify "$file" "the manifest of ClickHouse backup $backup"
-    if [ "$(manifest_field "$file" id)" != "$id" ] || [ "$(manifest_field "$file" chain)" != "$chain" ]; then
-      die "the manifest of ClickHouse backup $backup describes another backup: refusing it"
-    fi
+    manifest_verify "$file" "the manifest of ClickHouse backup $backup" "${backup#*/}" "$chain"
     s3_check_etag "clickhouse/$backup/.backup" "$(manifest_field "$file" etag)" "the .backup index of ClickHouse backup $backup"
     base=$(manifest_field "$file" base)
     backup=${base:+$chain/$base}
@@ -60,7 +55,7 @@ restore() {
   side="${DB}_before_restore_$(backup_id | tr 'TZ' 'tz')"
   from_db=$(manifest_field "$CHECKED/${backup//\//_}.json" database)
   from_db=${from_db:-$DB}
-  [[ $from_db =~ $NAME_RE ]] || die "the manifest of $backup names the database '$from_db', not a plain name: refusing it"
+  plain_name "$from_db" "the manifest of $backup names the database '$from_db', not a plain name: refusing it"
   log "restoring $backup (database $from_db) into database $side"
   answer=$(ch_query "RESTORE DATABASE $(ch_ident "$from_db") AS $(ch_ident "$side")$(ch_on_cluster) FROM $(ch_s3 "clickhouse/$backup") ASYNC" 120) \
     || die "ClickHouse refused the restore: $answer"

@@ -42,11 +42,9 @@ download() {
   trap 'echo "$DOWNLOAD_RC" >"$STREAM_DIR/download.rc"; $OPENED || : >"$FIFO"' EXIT
   id=$(chosen)
   # Checked before the restore half sees it: the manifest by its signature (and that it is this backup's), the dump
-  # by the ETag the manifest names; the download itself asks S3 for that ETag, so a dump swapped meanwhile fails it.
+  # by the ETag the manifest names; a dump swapped after that check fails the SHA-256 check below.
   s3 s3 cp --only-show-errors "$(s3_base postgres)/$id/manifest.json" "$STREAM_DIR/manifest.unchecked"
-  manifest_verify "$STREAM_DIR/manifest.unchecked" "the manifest of Postgres backup $id"
-  [ "$(manifest_field "$STREAM_DIR/manifest.unchecked" id)" = "$id" ] \
-    || die "the manifest of Postgres backup $id describes backup '$(manifest_field "$STREAM_DIR/manifest.unchecked" id)': refusing it"
+  manifest_verify "$STREAM_DIR/manifest.unchecked" "the manifest of Postgres backup $id" "$id"
   local sha bytes
   s3_check_etag "postgres/$id/dump.pgcustom" "$(manifest_field "$STREAM_DIR/manifest.unchecked" etag)" "the dump of Postgres backup $id"
   sha=$(manifest_field "$STREAM_DIR/manifest.unchecked" sha256)
